@@ -1,0 +1,98 @@
+"""Float timm models we support, with the paper's pretrained tags; creation and local checkpoint loading."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+# model name → the pretrained tag Evol-Q used (reference §8.2). timm's default ViT-B tag is another checkpoint.
+PRETRAINED_TAGS: dict[str, str] = {
+    "vit_base_patch16_224": "vit_base_patch16_224.augreg_in21k_ft_in1k",
+    "deit_tiny_patch16_224": "deit_tiny_patch16_224.fb_in1k",
+    "deit_small_patch16_224": "deit_small_patch16_224.fb_in1k",
+    "deit_base_patch16_224": "deit_base_patch16_224.fb_in1k",
+    "levit_128s": "levit_128s.fb_dist_in1k",
+    "levit_128": "levit_128.fb_dist_in1k",
+    "levit_192": "levit_192.fb_dist_in1k",
+    "levit_256": "levit_256.fb_dist_in1k",
+    "levit_384": "levit_384.fb_dist_in1k",
+}
+SUPPORTED_MODELS = tuple(PRETRAINED_TAGS)
+
+
+class UnknownModelError(ValueError):
+    pass
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def check_model_name(name: str) -> str:
+    """Return ``name`` if supported (a tag suffix such as ``.fb_in1k`` is allowed), else raise listing the choices."""
+    if name.split(".")[0] not in PRETRAINED_TAGS:
+        raise UnknownModelError(f"unknown model {name!r}; supported: {', '.join(SUPPORTED_MODELS)}")
+    return name
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_checkpoint_file(model: nn.Module, path: str | Path, sha256: str | None = None) -> nn.Module:
+    """Load a float state dict (plain, or under ``model``/``state_dict`` keys, Lightning prefixes stripped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint_path={str(path)!r} does not exist")
+    if sha256 is not None and (actual := sha256_file(path)) != sha256:
+        raise CheckpointError(f"checkpoint {path} has sha256 {actual}, expected {sha256}: corrupt or replaced file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    state = {k.removeprefix("model."): v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {path} does not match the model: {err}") from err
+    return model
+
+
+def create_float_model(name: str, pretrained: bool = False, checkpoint_path: str | None = None,
+                       checkpoint_sha256: str | None = None, **timm_kwargs: Any) -> nn.Module:
+    """Create one of the supported timm models in eval mode.
+
+    Args:
+        name: a supported model name (see ``SUPPORTED_MODELS``); ``pretrained`` uses the paper's tag.
+        pretrained: load hub weights through timm (honours the hub cache and ``HF_HUB_OFFLINE``).
+        checkpoint_path: a local float checkpoint instead of hub weights.
+        checkpoint_sha256: expected sha256 of ``checkpoint_path`` (refused on mismatch).
+        **timm_kwargs: size overrides, e.g. ``img_size=28, in_chans=1, num_classes=10, depth=6``.
+    """
+    check_model_name(name)
+    tag = name if "." in name else PRETRAINED_TAGS[name]
+    if pretrained and checkpoint_path:
+        raise ValueError("give either pretrained=True or checkpoint_path, not both")
+    try:
+        model = timm.create_model(tag, pretrained=pretrained, **timm_kwargs)
+    except Exception as err:
+        if not pretrained:
+            raise
+        raise CheckpointError(
+            f"could not load pretrained weights {tag!r} ({type(err).__name__}: {err}). Offline? Put the weights "
+            f"in the Hugging Face hub cache, or download them elsewhere and pass checkpoint_path=<file>."
+        ) from err
+    if checkpoint_path:
+        load_checkpoint_file(model, checkpoint_path, checkpoint_sha256)
+    return model.eval()
