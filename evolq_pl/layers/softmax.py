@@ -1,0 +1,31 @@
+"""Quantized softmax: float softmax + uniform output quantizer, or log-int softmax (reference §3)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from evolq_pl.quant.config import QuantConfig
+from evolq_pl.quant.bittype import BitType
+from evolq_pl.quant.functional import log_int_softmax
+from evolq_pl.quant.modes import QuantSwitch
+from evolq_pl.quant.quantizer import UniformQuantizer
+
+
+class QSoftmax(QuantSwitch, nn.Module):
+    """Softmax over the last dim, quantized at its output.
+
+    ``lis=False``: float softmax then a uniform per-tensor quantizer (the Evol-Q default).
+    ``lis=True``: the 4-bit log-int softmax of FQ-ViT, computed from the integer logits of the
+    quantizer feeding it (its scale is passed as ``in_quant``).
+    """
+
+    def __init__(self, cfg: QuantConfig) -> None:
+        super().__init__()
+        self.lis = cfg.lis
+        self.lis_bits = 4
+        self.quantizer = UniformQuantizer(BitType(cfg.softmax_bits), cfg.a_observer)
+
+    def forward(self, logits: torch.Tensor, in_quant: UniformQuantizer | None = None) -> torch.Tensor:
+        if self.lis and self.enabled and not self.calibrating and in_quant is not None and in_quant.enabled:
+            return log_int_softmax(logits, float(in_quant.scale), self.lis_bits)
+        return self.quantizer(logits.softmax(dim=-1))

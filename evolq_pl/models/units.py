@@ -1,0 +1,89 @@
+"""Search units (reference §6.2–6.3): the attention modules, each with a flat vector of searchable scales."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from evolq_pl.layers import QLinear
+from evolq_pl.layers.act import QAct
+from evolq_pl.quant.quantizer import UniformQuantizer
+
+# residual-unit type → attribute holding its attention module (registered by each model family)
+UNIT_ATTR: dict[type, str] = {}
+
+
+def register_unit(cls: type, attention_attr: str) -> None:
+    UNIT_ATTR[cls] = attention_attr
+
+
+@dataclass
+class SearchUnit:
+    """One attention module and the quantizer scales searched for it.
+
+    Attributes:
+        name: dotted name of the attention module.
+        stage_index: index in ``model.stage_fns()`` of the residual unit that contains it; a forward
+            from this stage on (given the cached input) equals the full forward.
+        quantizers: the quantizers whose ``scale`` is searched; zero points stay fixed.
+        bits: weight bit width of the unit's projections (sets the mutation range).
+    """
+
+    name: str
+    stage_index: int
+    quantizers: list[UniformQuantizer] = field(repr=False)
+    bits: int
+
+    @property
+    def numel(self) -> int:
+        return sum(q.scale.numel() for q in self.quantizers)
+
+    def get(self) -> torch.Tensor:
+        """Flat copy of all searched scales (concatenated in module order)."""
+        return torch.cat([q.scale.reshape(-1) for q in self.quantizers]).clone()
+
+    def set(self, flat: torch.Tensor) -> None:
+        """Write a flat vector back (in place); exact inverse of ``get``."""
+        if flat.numel() != self.numel:
+            raise ValueError(f"unit {self.name}: got {flat.numel()} scales, expected {self.numel}")
+        for q, part in zip(self.quantizers, flat.split([q.scale.numel() for q in self.quantizers])):
+            q.set_scale(part.reshape(q.scale.shape))
+
+
+def _weight_quantizers(mod: nn.Module) -> list[UniformQuantizer]:
+    return [m.weight_quantizer for m in mod.modules() if isinstance(m, QLinear)]
+
+
+def _act_quantizers(mod: nn.Module) -> list[UniformQuantizer]:
+    """Per-tensor activation quantizers (incl. softmax); PTF grids keep their power-of-two structure."""
+    return [m for m in mod.modules()
+            if isinstance(m, UniformQuantizer) and not m.is_weight and not (isinstance(m, QAct) and m.kind == "ptf")]
+
+
+def search_units(model: nn.Module, include_mlp: bool = False, include_acts: bool = False) -> list[SearchUnit]:
+    """Attention units in forward order (the search visits them reversed).
+
+    Default = the paper: the weight scales of the QLinears inside each attention module. Options beyond
+    the paper: ``include_mlp`` adds the residual unit's MLP weight scales, ``include_acts`` its
+    per-tensor activation scales.
+    """
+    if not hasattr(model, "stage_fns"):
+        raise TypeError(f"{type(model).__name__} is not a quantized model (use quantize_model first)")
+    names = {id(m): n for n, m in model.named_modules()}
+    units = []
+    for index, stage in enumerate(model.stage_fns()):
+        attr = UNIT_ATTR.get(type(stage))
+        if attr is None:
+            continue
+        attn = getattr(stage, attr)
+        quants = _weight_quantizers(attn)
+        if include_mlp:
+            quants += _weight_quantizers(stage.mlp)
+        if include_acts:
+            quants += _act_quantizers(stage)
+        if not quants:
+            continue  # attention excluded from quantization
+        bits = min(q.bit_type.bits for q in _weight_quantizers(attn) or quants)
+        units.append(SearchUnit(names[id(attn)], index, quants, bits))
+    return units

@@ -1,0 +1,126 @@
+"""Pure quantization math (reference §1–5). Every function is stateless and typed."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class _RoundSTE(torch.autograd.Function):
+    """round() in the forward pass, identity gradient in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return grad
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """Round half to even; straight-through gradient when autograd is recording."""
+    return _RoundSTE.apply(x) if x.requires_grad else torch.round(x)
+
+
+def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, lower: int, upper: int) -> torch.Tensor:
+    """x̂ = (clamp(round(x/s + z), lower, upper) − z)·s; ``scale``/``zero_point`` broadcast against x."""
+    q = torch.clamp(round_ste(x / scale + zero_point), lower, upper)
+    return (q - zero_point) * scale
+
+
+def affine_params(min_val: torch.Tensor, max_val: torch.Tensor, lower: int, upper: int,
+                  symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point of a min/max range (reference §2.1).
+
+    Symmetric: s = max(|min|, max) / ((upper − lower)/2), z = 0 (so int4 divides by 7.5, not 7).
+    Asymmetric: s = (max − min)/(upper − lower), z = clamp(lower − round(min/s), lower, upper).
+    s is clamped below at float32 eps.
+
+    Departure from the reference: a degenerate range (max − min < eps, e.g. a softmax over a single key,
+    which is constantly 1) is widened to include 0, so the constant stays representable instead of
+    collapsing to ~eps·upper.
+    """
+    eps = torch.finfo(torch.float32).eps
+    degenerate = (max_val - min_val) < eps
+    min_val = torch.where(degenerate, torch.clamp(min_val, max=0.0), min_val)
+    max_val = torch.where(degenerate, torch.clamp(max_val, min=0.0), max_val)
+    if symmetric:
+        scale = (torch.maximum(-min_val, max_val) / ((upper - lower) / 2)).clamp_min(eps)
+        return scale, torch.zeros_like(scale)
+    scale = ((max_val - min_val) / (upper - lower)).clamp_min(eps)
+    zero_point = torch.clamp(lower - torch.round(min_val / scale), lower, upper)
+    return scale, zero_point
+
+
+def log2_quant(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """2^(−clamp(round(−log2 x), 0, 2^b − 1)), zero where round(−log2 x) ≥ 2^b (reference §1.3)."""
+    r = torch.round(-torch.log2(x))
+    out = torch.exp2(-torch.clamp(r, 0, 2**bits - 1))
+    return torch.where(r >= 2**bits, torch.zeros_like(out), out)
+
+
+def int_exp(x_int: torch.Tensor, scale: float) -> torch.Tensor:
+    """I-BERT integer exp of non-positive integer logits with scale ``scale`` (reference §3 step 2).
+
+    The output's own scale cancels in the softmax, so it is not returned.
+    """
+    x0 = math.floor(-0.6931 / scale)  # ln 2 in integer units (negative)
+    x_int = torch.maximum(x_int, torch.full_like(x_int, 30 * x0))
+    q = torch.floor(x_int / x0)
+    r = x_int - q * x0
+    b_int = math.floor((0.96963238 / 0.35815147) / scale)
+    c_int = math.floor((1.0 / 0.35815147) / scale**2)
+    poly = r * (r + b_int) + c_int
+    return torch.clamp(torch.floor(poly * torch.exp2(30 - q)), min=0)
+
+
+def log_int_softmax(logits: torch.Tensor, scale: float, bits: int = 4) -> torch.Tensor:
+    """Log-int softmax over the last dim (reference §3): values in {2^−k, k < 2^b} ∪ {0}."""
+    x_int = logits / scale
+    x_int = x_int - x_int.amax(dim=-1, keepdim=True)
+    exp_int = int_exp(x_int, scale)
+    inv = torch.round(exp_int.sum(dim=-1, keepdim=True) / exp_int)  # ≈ 1/p (inf where exp_int = 0)
+    k = torch.floor(torch.log2(inv))
+    k = torch.where(inv - torch.exp2(k) >= torch.exp2(k - 1), k + 1, k)
+    out = torch.exp2(-torch.clamp(k, 0, 2**bits - 1))
+    return torch.where(k >= 2**bits, torch.zeros_like(out), out)
+
+
+def bias_correct(w: torch.Tensor, w_hat: torch.Tensor) -> torch.Tensor:
+    """Per-output-channel mean/std correction of dequantized weights (reference §5, unbiased std)."""
+    flat, flat_hat = w.reshape(w.shape[0], -1), w_hat.reshape(w.shape[0], -1)  # (O, I·k·k)
+    mu, sd = flat.mean(1, keepdim=True), flat.std(1, keepdim=True)
+    mu_hat, sd_hat = flat_hat.mean(1, keepdim=True), flat_hat.std(1, keepdim=True)
+    return ((flat_hat - mu_hat) * sd / (sd_hat + 1e-8) + mu).reshape(w.shape)
+
+
+def pow2_multiplier(a: torch.Tensor, max_shift: int = 31, mult_bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Represent |a| ≈ M·2^−N, N = clamp(7 − floor(log2|a|), 0, 31), M = clamp(floor(|a|·2^N), 0, 255)."""
+    n = torch.clamp(mult_bits - 1 - torch.floor(torch.log2(a.abs())), 0, max_shift)
+    m = torch.clamp(torch.floor(a.abs() * torch.exp2(n)), 0, 2**mult_bits - 1)
+    return m, n
+
+
+def int_layernorm(x: torch.Tensor, in_scale: torch.Tensor, out_scale: torch.Tensor, weight: torch.Tensor,
+                  bias: torch.Tensor) -> torch.Tensor:
+    """Integer LayerNorm over the last dim (reference §4.3).
+
+    Args:
+        x: dequantized input (..., C) on the PTF grid of ``in_scale`` (per channel, shape (C,)).
+        in_scale: per-channel PTF input scales s_c.
+        out_scale: per-tensor scale s_o of the following quantizer.
+        weight, bias: LayerNorm γ and β.
+    Returns the dequantized output y_q·s_o (not clamped; the next quantizer clamps). eps is ignored.
+    """
+    c = x.shape[-1]
+    s_min = in_scale.min()
+    x_q = torch.round(x / in_scale) * torch.round(in_scale / s_min)  # x̃: integers on the s_min grid
+    sum_x, sum_x2 = x_q.sum(-1, keepdim=True), (x_q * x_q).sum(-1, keepdim=True)
+    mean = s_min * sum_x / c
+    std = ((s_min / c) * torch.sqrt((c * sum_x2 - sum_x * sum_x).clamp_min(0))).clamp_min(1e-12)
+    a = (s_min / std) * weight / out_scale  # (..., C)
+    m, n = pow2_multiplier(a)
+    shift = torch.exp2(n)
+    b = torch.round((bias - (mean / std) * weight) / out_scale * shift)
+    return torch.round((torch.sign(a) * m * x_q + b) / shift) * out_scale

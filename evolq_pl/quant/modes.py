@@ -1,0 +1,74 @@
+"""Mode switches as context managers that restore state: calibration, quantization off (true float)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+
+class QuantSwitch:
+    """Mixin for modules with two flags: ``calibrating`` (observe, pass float) and ``enabled`` (quantize)."""
+
+    calibrating: bool = False
+    enabled: bool = True
+
+    def finalize(self) -> None:
+        """Called once when calibration ends."""
+
+
+def switches(model: nn.Module) -> list[QuantSwitch]:
+    return [m for m in model.modules() if isinstance(m, QuantSwitch)]
+
+
+@contextmanager
+def calibration_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Observers see full-precision tensors inside the block; parameters are computed on a clean exit."""
+    mods = switches(model)
+    saved = [(m.calibrating, m.enabled) for m in mods]
+    for m in mods:
+        m.calibrating, m.enabled = True, False
+    try:
+        yield model
+    finally:
+        for m, (cal, en) in zip(mods, saved):
+            m.calibrating, m.enabled = cal, en
+    for m in mods:  # only reached without an exception
+        m.finalize()
+
+
+@contextmanager
+def quant_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """The true float model: every quantizer off and integer LayerNorm back to float LayerNorm."""
+    mods = switches(model)
+    saved = [m.enabled for m in mods]
+    for m in mods:
+        m.enabled = False
+    try:
+        yield model
+    finally:
+        for m, en in zip(mods, saved):
+            m.enabled = en
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """FQ-ViT calibration: run float batches through the model, then set every quantizer's parameters.
+
+    Every observer sees full-precision tensors (no progressive quantization). MSE-based observers
+    (OMSE, PTF) search on the last batch, min/max accumulate over all batches (reference §2).
+    Returns the number of batches used.
+    """
+    if not switches(model):
+        raise ValueError("model has no quantizers: convert it with quantize_model() first")
+    n = 0
+    with calibration_mode(model):
+        for x in batches:
+            if not torch.isfinite(x).all():
+                raise ValueError(f"calibration batch {n} contains NaN or inf values")
+            model(x)
+            n += 1
+        if n == 0:
+            raise ValueError("calibrate() got an empty iterable of batches; give at least one input tensor")
+    return n
