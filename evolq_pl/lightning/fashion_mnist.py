@@ -6,11 +6,11 @@ import os
 import shutil
 from pathlib import Path
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from evolq_pl.lightning.base_data import EvolQDataModule
 from evolq_pl.lightning.calibration import CalibrationData, seeded_split
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -67,7 +67,7 @@ def preprocess(images: torch.Tensor, image_size: int) -> torch.Tensor:
     return x
 
 
-class FashionMNISTDataModule(L.LightningDataModule):
+class FashionMNISTDataModule(EvolQDataModule):
     """Fashion-MNIST for both jobs: training reference classifiers and feeding the Evol-Q search.
 
     Args:
@@ -111,14 +111,8 @@ class FashionMNISTDataModule(L.LightningDataModule):
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
                           drop_last=shuffle)
 
-    def train_dataloader(self) -> DataLoader:
+    def images_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
     def eval_dataloader(self) -> DataLoader:
         """The evaluation split used for reporting (never for selection): the test images."""

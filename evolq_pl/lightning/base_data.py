@@ -1,0 +1,51 @@
+"""What the Evol-Q module needs from a DataModule, shared by Fashion-MNIST and ImageNet."""
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from evolq_pl.lightning.calibration import CalibrationData
+
+
+class ScheduleDataset(Dataset):
+    """The search schedule as a dataset: item i = (step i, pass, unit index)."""
+
+    def __init__(self, steps: list[tuple[int, int]]) -> None:
+        self.steps = steps
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, i: int) -> tuple[int, int, int]:
+        return i, *self.steps[i]
+
+
+class EvolQDataModule(L.LightningDataModule):
+    """Base: calibration tensors, an evaluation loader, and — for a search — the (pass, unit) schedule as
+    the training loader, so progress bar, ``max_steps`` and checkpoints keep their meaning."""
+
+    def calibration_data(self) -> CalibrationData:
+        raise NotImplementedError
+
+    def eval_dataloader(self) -> DataLoader:
+        raise NotImplementedError
+
+    def images_dataloader(self) -> DataLoader:
+        """Training images (for classifier training)."""
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        steps = module.search_schedule() if hasattr(module, "search_schedule") else None
+        if steps is None:
+            return self.images_dataloader()
+        return DataLoader(ScheduleDataset(steps), batch_size=None, shuffle=False)
+
+    def val_dataloader(self) -> DataLoader | list:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        if hasattr(module, "search_schedule") and self.trainer.state.fn == "fit":
+            return []  # a search evaluates once, at the end (never per step: no selection on val)
+        return self.eval_dataloader()
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_dataloader()

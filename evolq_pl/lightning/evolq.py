@@ -1,0 +1,273 @@
+"""EvolQModule: the quantized model, FQ-ViT calibration and the Evol-Q search as a non-gradient loop.
+
+One ``training_step`` = one search step (one unit's K cycles); the DataModule's train loader yields the
+(pass, unit) schedule. Selection never looks at the evaluation set (unless ``selection='test_oracle'``,
+a labelled measurement mode).
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics.classification import MulticlassAccuracy
+
+from evolq_pl.lightning.calibration import CalibrationData
+from evolq_pl.lightning.metrics import evaluate, topk_metrics
+from evolq_pl.lightning.selection import build_selector, load_scales, snapshot_scales
+from evolq_pl.models import create_quant_model, search_units
+from evolq_pl.quant import QuantConfig, calibrate, quant_disabled
+from evolq_pl.quant.quantizer import UniformQuantizer
+from evolq_pl.search import EvolutionarySearch, FitnessEvaluator, SearchConfig, schedule
+
+
+class CheckpointMismatchError(ValueError):
+    pass
+
+
+def is_calibrated(model: torch.nn.Module) -> bool:
+    return all(q.calibrated for q in model.modules() if isinstance(q, UniformQuantizer))
+
+
+class EvolQModule(L.LightningModule):
+    """Evol-Q on a timm model.
+
+    Args:
+        model_name: a supported model (``vit_base_patch16_224``, ``deit_*``, ``levit_*``).
+        model_kwargs: timm size overrides (``img_size``, ``in_chans``, ``num_classes``, ``depth`` …).
+        pretrained: hub weights through timm (the paper's tags).
+        checkpoint_path / checkpoint_sha256: a local float checkpoint (and its expected sha256).
+        quant: quantization settings (defaults = the paper's e2e pipeline at W4A8).
+        search: search settings (defaults = the paper).
+        selection: ``calibration`` (default), ``holdout`` (held-out train split), or ``test_oracle``
+            (published practice; measurement only).
+        evaluate_at_end: evaluate float / init / Evol-Q on the evaluation split after ``fit`` and write
+            ``results.json``.
+        output_dir: where ``results.json`` goes (default: the trainer's log dir).
+    """
+
+    def __init__(self, model_name: str, model_kwargs: dict[str, Any] | None = None, pretrained: bool = False,
+                 checkpoint_path: str | None = None, checkpoint_sha256: str | None = None,
+                 quant: QuantConfig | None = None, search: SearchConfig | None = None,
+                 selection: str = "calibration", evaluate_at_end: bool = True, output_dir: str | None = None) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.quant_cfg, self.search_cfg = quant or QuantConfig(), search or SearchConfig()
+        self.model_name, self.model_kwargs = model_name, dict(model_kwargs or {})
+        self.selection, self.evaluate_at_end, self.output_dir = selection, evaluate_at_end, output_dir
+        self.save_hyperparameters(ignore=["quant", "search"])
+        self.model = create_quant_model(model_name, self.quant_cfg, pretrained=pretrained,
+                                        checkpoint_path=checkpoint_path, checkpoint_sha256=checkpoint_sha256,
+                                        **self.model_kwargs)
+        self.units = search_units(self.model, self.search_cfg.include_mlp, self.search_cfg.include_acts)
+        self.steps = schedule(len(self.units), self.search_cfg.passes)
+        self.search = EvolutionarySearch(self.search_cfg)
+        self.selector = build_selector(selection)
+        self.search_step, self.search_seconds = 0, 0.0
+        self.fitness_init: float | None = None
+        self.current_fitness: float | None = None
+        self.init_scales: dict[str, torch.Tensor] | None = None
+        self.history: list[dict[str, Any]] = []
+        self.evaluator: FitnessEvaluator | None = None
+        self.num_classes = getattr(self.model, "num_classes", 1000)
+        self.val_metrics = torch.nn.ModuleDict(topk_metrics(self.num_classes))
+
+    def configure_optimizers(self) -> None:
+        return None
+
+    def search_schedule(self) -> list[tuple[int, int]]:
+        return self.steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    # ----------------------------------------------------------------------------------------- setup
+    def _calibration(self) -> CalibrationData:
+        dm = self.trainer.datamodule
+        if not hasattr(dm, "calibration_data"):
+            raise TypeError(f"{type(dm).__name__} has no calibration_data(); use an EvolQDataModule")
+        return dm.calibration_data()
+
+    def _shard(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+        """This rank's calibration batches (every rank evaluates the same candidate on its shard)."""
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        if len(batches) < world:
+            raise ValueError(f"{len(batches)} calibration batches cannot be sharded over {world} processes")
+        return [b.to(self.device) for b in batches[rank::world]]
+
+    def _reduce(self, t: torch.Tensor) -> torch.Tensor:
+        return self.trainer.strategy.reduce(t, reduce_op="sum") if self.trainer.world_size > 1 else t
+
+    def ensure_calibrated(self, calib: CalibrationData) -> None:
+        if not is_calibrated(self.model):
+            calibrate(self.model, [b.to(self.device) for b in calib.batches()])
+
+    def on_fit_start(self) -> None:
+        calib = self._calibration()
+        self.ensure_calibrated(calib)
+        cfg = self.search_cfg
+        self.evaluator = FitnessEvaluator(self.model, self._shard(calib.batches()), cfg.loss, cfg.temperature,
+                                          reduce=self._reduce)
+        self._holdout = None
+        if calib.holdout_images is not None:
+            self._holdout = FitnessEvaluator(self.model, self._shard(calib.holdout_batches()), cfg.loss,
+                                             cfg.temperature, use_cache=False, reduce=self._reduce)
+        if self.fitness_init is None:  # a fresh run (a resumed one restores these)
+            self.init_scales = snapshot_scales(self.model)
+            self.fitness_init = self.current_fitness = self.evaluator()
+            rank_zero_info(f"calibrated init: fitness {self.fitness_init:.6f} ({cfg.loss}), "
+                           f"{len(self.units)} units × {cfg.passes} passes × {cfg.cycles} cycles")
+
+    # ----------------------------------------------------------------------------------------- search
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        if self.search_step >= len(self.steps) or self.search.exhausted:
+            self.trainer.should_stop = True
+            return None
+        start = time.perf_counter()
+        pass_idx, unit_idx = self.steps[self.search_step]
+        unit = self.units[unit_idx]
+        assert self.evaluator is not None
+        self.evaluator.prepare(unit)
+        before = self.current_fitness
+        self.current_fitness = self.search.search_unit(unit, self.evaluator, before)
+        self.selector.after_step(self.model, pass_idx, self._selection_score)
+        self.search_step += 1
+        self.search_seconds += time.perf_counter() - start
+        record = {"step": self.search_step, "pass": pass_idx, "unit": unit_idx, "fitness": self.current_fitness,
+                  "improvement": before - self.current_fitness, "evaluations": self.search.evaluations,
+                  "seconds": self.search_seconds}
+        self.history.append(record)
+        self.log_dict({"search/fitness": self.current_fitness, "search/pass": float(pass_idx),
+                       "search/unit": float(unit_idx), "search/evaluations": float(self.search.evaluations)},
+                      prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
+        return None
+
+    def _selection_score(self) -> float:
+        if self.selector.name == "holdout":
+            if self._holdout is None:
+                raise ValueError("selection='holdout' needs a held-out split: set data.holdout_size > 0")
+            return self._holdout()
+        return evaluate(self.model, self.trainer.datamodule.eval_dataloader(), self.num_classes, self.device)["top1"]
+
+    def on_train_end(self) -> None:
+        self.selector.finalize(self.model)
+        if self.evaluate_at_end:
+            self.write_results()
+
+    # ----------------------------------------------------------------------------------------- results
+    @contextmanager
+    def init_state(self) -> Iterator[None]:
+        """Temporarily put back the calibrated initialisation's scales."""
+        current = snapshot_scales(self.model)
+        load_scales(self.model, self.init_scales or current)
+        try:
+            yield
+        finally:
+            load_scales(self.model, current)
+
+    def final_results(self) -> dict[str, Any]:
+        loader = self.trainer.datamodule.eval_dataloader()
+        run = lambda: evaluate(self.model, loader, self.num_classes, self.device)  # noqa: E731
+        with quant_disabled(self.model):
+            fp = run()
+        with self.init_state():
+            init = run()
+        final = run()
+        assert self.evaluator is not None
+        results = {
+            "model": self.model_name, "w_bits": self.quant_cfg.w_bits, "a_bits": self.quant_cfg.a_bits,
+            "seed": self.search_cfg.seed, "calib_size": sum(len(b) for b in self._calibration().batches()),
+            "loss": self.search_cfg.loss, "selection": self.selection, "passes": self.search_cfg.passes,
+            "fitness_init": self.fitness_init, "fitness_final": self.evaluator(),
+            "evaluations": self.search.evaluations, "rejected": self.search.rejected,
+            "search_seconds": self.search_seconds,
+        }
+        for key, values in (("float", fp), ("init", init), ("evolq", final)):
+            for metric, value in values.items():
+                results[f"{metric}_{key}"] = value
+        return results
+
+    def results_dir(self) -> Path:
+        return Path(self.output_dir or self.trainer.log_dir or self.trainer.default_root_dir)
+
+    def write_results(self) -> dict[str, Any]:
+        results = self.final_results()
+        if self.trainer.is_global_zero:
+            out = self.results_dir()
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "results.json").write_text(json.dumps(results, indent=2))
+            (out / "history.json").write_text(json.dumps(self.history, indent=1))
+            print(format_results(results))
+            print(f"results written to {out / 'results.json'}")
+        return results
+
+    # ----------------------------------------------------------------------------------------- validate
+    def on_validation_start(self) -> None:
+        if not is_calibrated(self.model):
+            self.ensure_calibrated(self._calibration())
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self.model(x)
+        for name, metric in self.val_metrics.items():
+            metric.update(logits, y)
+            self.log(f"val/{name}", metric, on_step=False, on_epoch=True, prog_bar=True)
+
+    test_step = validation_step
+
+    # ----------------------------------------------------------------------------------------- checkpoints
+    def _meta(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "model_kwargs": self.model_kwargs, "quant": asdict(self.quant_cfg)}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["evolq"] = {
+            "meta": self._meta(), "search_config": self.search_cfg.to_dict(), "search": self.search.state_dict(),
+            "selector": self.selector.state_dict(), "search_step": self.search_step,
+            "search_seconds": self.search_seconds, "fitness_init": self.fitness_init,
+            "current_fitness": self.current_fitness, "init_scales": self.init_scales, "history": self.history,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("evolq")
+        if state is None:
+            raise CheckpointMismatchError("not an evolq_pl search checkpoint (no 'evolq' state)")
+        _check_same("checkpoint", state["meta"], self._meta())
+        if self.trainer is not None and self.trainer.state.fn == "fit":
+            _check_same("checkpoint search config", _search_identity(state["search_config"]),
+                        _search_identity(self.search_cfg.to_dict()))
+            self.search.load_state_dict(state["search"])
+            self.selector.load_state_dict(state["selector"])
+            self.search_step, self.search_seconds = state["search_step"], state["search_seconds"]
+            self.current_fitness, self.history = state["current_fitness"], state["history"]
+        self.fitness_init, self.init_scales = state["fitness_init"], state["init_scales"]
+
+
+def _search_identity(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Search settings that must not change on resume (budgets may)."""
+    return {k: v for k, v in cfg.items() if k not in ("max_evaluations", "max_seconds")}
+
+
+def _check_same(what: str, stored: dict[str, Any], current: dict[str, Any]) -> None:
+    diff = {k: (stored.get(k), current.get(k)) for k in set(stored) | set(current) if stored.get(k) != current.get(k)}
+    if diff:
+        details = "; ".join(f"{k}: checkpoint={a!r}, config={b!r}" for k, (a, b) in sorted(diff.items()))
+        raise CheckpointMismatchError(f"{what} does not match this run ({details})")
+
+
+def format_results(r: dict[str, Any]) -> str:
+    """Small table: float / calibrated init / Evol-Q top-1 (and top-5) plus fitness."""
+    rows = [("", "top-1 (%)", "top-5 (%)", "fitness")]
+    for label, key, fit in (("float", "float", "-"), ("calibrated init", "init", f"{r['fitness_init']:.6f}"),
+                            ("Evol-Q", "evolq", f"{r['fitness_final']:.6f}")):
+        rows.append((label, f"{r[f'top1_{key}']:.2f}", f"{r.get(f'top5_{key}', float('nan')):.2f}", fit))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    head = f"{r['model']} W{r['w_bits']}A{r['a_bits']} seed {r['seed']} ({r['evaluations']} evaluations, " \
+           f"{r['search_seconds']:.1f} s search, selection={r['selection']})"
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join([head, *lines])

@@ -1,0 +1,25 @@
+"""Top-1/top-5 evaluation of a model over a loader (used at the end of ``fit`` and by benchmarks)."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+
+def topk_metrics(num_classes: int, device: torch.device | str = "cpu") -> dict[str, MulticlassAccuracy]:
+    ks = (1, 5) if num_classes > 5 else (1,)
+    return {f"top{k}": MulticlassAccuracy(num_classes=num_classes, top_k=k, average="micro").to(device) for k in ks}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int,
+             device: torch.device | str = "cpu") -> dict[str, float]:
+    """Accuracy in percent: {"top1": …, "top5": …}."""
+    metrics = topk_metrics(num_classes, device)
+    for x, y in batches:
+        logits = model(x.to(device))
+        for m in metrics.values():
+            m.update(logits, y.to(device))
+    return {k: 100.0 * m.compute().item() for k, m in metrics.items()}

@@ -1,0 +1,124 @@
+"""Search: cached suffix = full forward, monotone fitness, seeding, losses, toy optimum, bad config."""
+import math
+
+import pytest
+import torch
+
+from evolq_pl.models import search_units
+from evolq_pl.models.units import SearchUnit
+from evolq_pl.quant import BitType, UniformQuantizer
+from evolq_pl.search import LOSSES, EvolutionarySearch, FitnessEvaluator, SearchConfig, schedule
+from evolq_pl.search.fitness import infonce
+from tests.search.helpers import tiny_model
+
+
+def run_search(model, batches, cfg: SearchConfig) -> float:
+    ev = FitnessEvaluator(model, batches, cfg.loss, cfg.temperature)
+    units = search_units(model)
+    search, fitness = EvolutionarySearch(cfg), ev()
+    for _, u in schedule(len(units), cfg.passes):
+        ev.prepare(units[u])
+        fitness = search.search_unit(units[u], ev, fitness)
+    return fitness
+
+
+@pytest.mark.parametrize("kind", ["deit", "levit"])
+def test_cached_suffix_equals_full_forward(kind):
+    model, batches = tiny_model(kind)
+    ev = FitnessEvaluator(model, batches)
+    for unit in search_units(model):
+        unit.set(unit.get() * 1.01)  # a perturbed candidate, as in the search
+        ev.prepare(unit)
+        cached, full = ev(unit), ev()
+        assert abs(cached - full) <= 1e-5 * abs(full)
+
+
+def test_infonce_by_hand():
+    # two samples; student = teacher → S = [[1, c], [c, 1]]/T with c the cosine between the two samples
+    t = torch.tensor([[1.0, 0.0], [0.6, 0.8]])  # unit vectors, cosine 0.6
+    T = 3.0
+    row_loss = -math.log(math.exp(1 / T) / (math.exp(1 / T) + math.exp(0.6 / T)))
+    assert infonce(t, t, T).item() == pytest.approx(2 * T * row_loss, rel=1e-6)
+
+
+def test_fitness_never_worse_and_seeding():
+    model, batches = tiny_model("deit", seed=1)
+    start = [u.get() for u in search_units(model)]
+    init = FitnessEvaluator(model, batches)()
+    final = run_search(model, batches, SearchConfig(passes=2, seed=0))
+    assert final <= init
+    assert final == pytest.approx(FitnessEvaluator(model, batches)(), rel=1e-6)  # written back = reported
+    scales_a = [u.get() for u in search_units(model)]
+
+    def rerun(seed):
+        for u, s in zip(search_units(model), start):
+            u.set(s)
+        run_search(model, batches, SearchConfig(passes=2, seed=seed))
+        return [u.get() for u in search_units(model)]
+
+    assert all(torch.equal(a, b) for a, b in zip(scales_a, rerun(0)))
+    assert not all(torch.equal(a, b) for a, b in zip(scales_a, rerun(1)))
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_each_loss_runs(loss):
+    model, batches = tiny_model("levit")
+    init = FitnessEvaluator(model, batches, loss)()
+    final = run_search(model, batches, SearchConfig(passes=1, loss=loss))
+    assert math.isfinite(final) and final <= init
+
+
+def _toy_unit(values: torch.Tensor) -> SearchUnit:
+    q = UniformQuantizer(BitType(4), "minmax", per_channel=True, is_weight=True)
+    q.scale = values.clone()
+    q.zero_point = torch.zeros_like(values)
+    return SearchUnit("toy", 0, [q], bits=4)
+
+
+def test_toy_fitness_optimum_is_approached():
+    target = torch.linspace(0.5, 1.5, 8)
+    unit = _toy_unit(target + 0.3)
+    distance = lambda u: (u.get() - target).pow(2).sum().item()  # noqa: E731
+    search = EvolutionarySearch(SearchConfig(mutation_range=0.02, cycles=400, seed=0))
+    start = distance(unit)
+    final = search.search_unit(unit, distance, start)
+    assert final == pytest.approx(distance(unit))
+    assert final < 0.2 * start
+
+
+def test_nan_candidate_rejected_with_warning():
+    unit = _toy_unit(torch.ones(4))
+    calls = iter([float("nan"), 0.5, float("inf")])
+    search = EvolutionarySearch(SearchConfig(cycles=3))
+    with pytest.warns(RuntimeWarning, match="candidate rejected"):
+        best = search.search_unit(unit, lambda u: next(calls), 1.0)
+    assert best == 0.5 and search.rejected == 2
+
+
+def test_search_state_dict_round_trip_draws_same_numbers():
+    a = EvolutionarySearch(SearchConfig(seed=3))
+    a.mutate(torch.ones(5), _toy_unit(torch.ones(5)))
+    state = a.state_dict()
+    b = EvolutionarySearch(SearchConfig(seed=99))
+    b.load_state_dict(state)
+    unit = _toy_unit(torch.ones(5))
+    assert torch.equal(a.mutate(torch.ones(5), unit), b.mutate(torch.ones(5), unit))
+
+
+def test_mutation_range_by_bits():
+    s = EvolutionarySearch(SearchConfig())
+    assert s.mutation_range(SearchUnit("a", 0, [], bits=3)) == 1e-3
+    assert s.mutation_range(SearchUnit("a", 0, [], bits=8)) == 1e-4
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(loss="l1"), "search.loss='l1'.*infonce"), (dict(passes=-1), "search.passes=-1"),
+    (dict(population=0), "search.population=0"), (dict(mutation_range=0.0), "search.mutation_range=0.0"),
+])
+def test_bad_config_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SearchConfig(**kwargs)
+
+
+def test_schedule_visits_units_last_to_first():
+    assert schedule(3, 2) == [(0, 2), (0, 1), (0, 0), (1, 2), (1, 1), (1, 0)]
