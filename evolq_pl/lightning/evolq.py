@@ -78,8 +78,10 @@ class EvolQModule(L.LightningModule):
         self.num_classes = getattr(self.model, "num_classes", 1000)
         self.val_metrics = torch.nn.ModuleDict(topk_metrics(self.num_classes))
 
-    def configure_optimizers(self) -> None:
-        return None
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """A no-op optimizer: stepping it is how Lightning counts a search step as a training step
+        (``global_step``, ``max_steps``, ``every_n_train_steps`` checkpoints). It owns no model parameter."""
+        return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
 
     def search_schedule(self) -> list[tuple[int, int]]:
         return self.steps
@@ -146,6 +148,7 @@ class EvolQModule(L.LightningModule):
         self.log_dict({"search/fitness": self.current_fitness, "search/pass": float(pass_idx),
                        "search/unit": float(unit_idx), "search/evaluations": float(self.search.evaluations)},
                       prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
+        self.optimizers().step()  # no-op; advances global_step
         return None
 
     def _selection_score(self) -> float:
@@ -253,7 +256,15 @@ def _search_identity(cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in ("max_evaluations", "max_seconds")}
 
 
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
 def _check_same(what: str, stored: dict[str, Any], current: dict[str, Any]) -> None:
+    stored, current = _flatten(stored), _flatten(current)
     diff = {k: (stored.get(k), current.get(k)) for k in set(stored) | set(current) if stored.get(k) != current.get(k)}
     if diff:
         details = "; ".join(f"{k}: checkpoint={a!r}, config={b!r}" for k, (a, b) in sorted(diff.items()))

@@ -1,0 +1,103 @@
+"""EvolQModule through Trainer.fit: resume equals uninterrupted (bitwise), results, checkpoint checks."""
+import json
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from evolq_pl.lightning import EvolQModule
+from evolq_pl.lightning.base_data import EvolQDataModule
+from evolq_pl.lightning.calibration import CalibrationData
+from evolq_pl.lightning.evolq import CheckpointMismatchError
+from evolq_pl.models.random_init import randomize_
+from evolq_pl.quant import QuantConfig
+from evolq_pl.search import SearchConfig
+from torch.utils.data import DataLoader, TensorDataset
+
+KW = dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=32, depth=3, num_heads=2)
+
+
+class RandomImages(EvolQDataModule):
+    """Seeded random images with labels: calibration 64 (+16 held out), evaluation 64."""
+
+    def __init__(self, holdout: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(144, 1, 28, 28, generator=g), torch.randint(0, 10, (144,), generator=g)
+        self.holdout = holdout
+
+    def calibration_data(self) -> CalibrationData:
+        h = self.holdout
+        return CalibrationData(self.x[:64], self.y[:64], 32, self.x[64:64 + h] if h else None,
+                               self.y[64:64 + h] if h else None)
+
+    def eval_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(self.x[80:], self.y[80:]), batch_size=32)
+
+
+def make_module(passes: int = 2, seed: int = 0, **kw) -> EvolQModule:
+    m = EvolQModule("deit_tiny_patch16_224", KW, quant=QuantConfig(w_bits=3),
+                    search=SearchConfig(passes=passes, seed=seed), **kw)
+    randomize_(m.model, 0)
+    return m
+
+
+def trainer(tmp_path, **kw) -> L.Trainer:
+    return L.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_progress_bar=False,
+                     default_root_dir=tmp_path, num_sanity_val_steps=0, **kw)
+
+
+def scales(m: EvolQModule) -> list[torch.Tensor]:
+    return [u.get() for u in m.units]
+
+
+def test_fit_writes_results_and_never_worsens(tmp_path):
+    m = make_module(output_dir=str(tmp_path))
+    trainer(tmp_path, enable_checkpointing=False).fit(m, datamodule=RandomImages())
+    r = json.loads((tmp_path / "results.json").read_text())
+    for key in ("model", "w_bits", "a_bits", "seed", "calib_size", "fitness_init", "fitness_final", "top1_float",
+                "top1_init", "top1_evolq", "top5_float", "top5_init", "top5_evolq", "evaluations", "search_seconds"):
+        assert key in r
+    assert r["fitness_final"] <= r["fitness_init"] and r["calib_size"] == 64
+    assert r["evaluations"] == 2 * 3 * 3  # passes × units × cycles
+    assert len(json.loads((tmp_path / "history.json").read_text())) == 6
+
+
+def test_kill_and_resume_equals_uninterrupted(tmp_path):
+    full = make_module()
+    trainer(tmp_path / "a", enable_checkpointing=False).fit(full, datamodule=RandomImages())
+
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=1, save_last=True)
+    killed = make_module(evaluate_at_end=False)
+    trainer(tmp_path / "b", max_steps=4, callbacks=[ckpt]).fit(killed, datamodule=RandomImages())
+    assert killed.search_step == 4
+
+    resumed = make_module()
+    resumed.model.load_state_dict(make_module().model.state_dict())  # fresh, uncalibrated model
+    trainer(tmp_path / "c", enable_checkpointing=False).fit(resumed, datamodule=RandomImages(),
+                                                          ckpt_path=str(tmp_path / "ck" / "last.ckpt"))
+    assert resumed.search_step == full.search_step == 6
+    assert all(torch.equal(a, b) for a, b in zip(scales(full), scales(resumed)))
+    assert resumed.current_fitness == full.current_fitness
+
+
+def test_checkpoint_from_other_config_refused(tmp_path):
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)
+    m = make_module(passes=1, evaluate_at_end=False)
+    trainer(tmp_path, callbacks=[ckpt]).fit(m, datamodule=RandomImages())
+    other = EvolQModule("deit_tiny_patch16_224", KW, quant=QuantConfig(w_bits=4), search=SearchConfig(passes=1))
+    with pytest.raises(CheckpointMismatchError, match="w_bits.*checkpoint=3, config=4"):
+        trainer(tmp_path).validate(other, datamodule=RandomImages(), ckpt_path=str(tmp_path / "ck" / "last.ckpt"))
+
+
+def test_holdout_and_test_oracle_selection_run(tmp_path):
+    m = make_module(passes=1, selection="holdout", output_dir=str(tmp_path))
+    trainer(tmp_path, enable_checkpointing=False).fit(m, datamodule=RandomImages(holdout=16))
+    assert m.selector.best_score is not None
+    with pytest.warns(UserWarning, match="test_oracle"):
+        o = make_module(passes=1, selection="test_oracle", output_dir=str(tmp_path))
+    trainer(tmp_path, enable_checkpointing=False).fit(o, datamodule=RandomImages())
+    assert o.selector.best_score is not None
+    with pytest.raises(ValueError, match="selection='best'"):
+        make_module(selection="best")

@@ -1,0 +1,63 @@
+"""The CLI through real argv, on a tiny random-weight model and a small slice of Fashion-MNIST."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(tmp_path: Path) -> Path:
+    cfg = {
+        "seed_everything": 0,
+        "trainer": {"max_epochs": 1, "accelerator": "cpu", "devices": 1, "default_root_dir": str(tmp_path),
+                    "enable_progress_bar": False,
+                    "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                                   "init_args": {"dirpath": str(tmp_path / "ckpt"), "save_last": True}}]},
+        "model": {"class_path": "evolq_pl.lightning.EvolQModule", "init_args": {
+            "model_name": "deit_tiny_patch16_224",
+            "model_kwargs": {"img_size": 28, "patch_size": 7, "in_chans": 1, "num_classes": 10, "embed_dim": 32,
+                             "depth": 2, "num_heads": 2},
+            "quant": {"w_bits": 4}, "search": {"passes": 1}, "output_dir": str(tmp_path / "out")}},
+        "data": {"class_path": "evolq_pl.lightning.FashionMNISTDataModule",
+                 "init_args": {"calib_size": 100, "eval_size": 300}},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "cli.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_fit_validate_print_config(tmp_path, fashion_mnist_available):
+    if not fashion_mnist_available:
+        pytest.skip("dataset-fashion-mnist not installed (.ci/run installs it)")
+    config = tiny_config(tmp_path)
+    fit = cli("fit", "--config", str(config))
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["evaluations"] == 2 * 3 and results["fitness_final"] <= results["fitness_init"]
+    assert "calibrated init" in fit.stdout and "Evol-Q" in fit.stdout
+
+    val = cli("validate", "--config", str(config), "--ckpt_path", str(tmp_path / "ckpt" / "last.ckpt"))
+    assert val.returncode == 0, val.stderr[-3000:]
+    # the searched checkpoint validates to the Evol-Q accuracy that fit reported
+    top1 = float(re.search(r"val/top1\D*([0-9.]+)", val.stdout).group(1))
+    assert top1 * 100 == pytest.approx(results["top1_evolq"], abs=1e-3)
+
+    printed = cli("fit", "--config", str(config), "--print_config")
+    assert printed.returncode == 0 and "model_name: deit_tiny_patch16_224" in printed.stdout
+
+
+def test_bad_config_fails_before_work(tmp_path):
+    config = tiny_config(tmp_path)
+    bad = cli("fit", "--config", str(config), "--model.init_args.search.loss", "l1")
+    assert bad.returncode != 0 and "search.loss='l1'" in bad.stderr
+    bad = cli("fit", "--config", str(config), "--model.init_args.model_name", "resnet50")
+    assert bad.returncode != 0 and "unknown model 'resnet50'" in bad.stderr
