@@ -1,6 +1,8 @@
 """LightningCLI for evolq_pl: ``fit`` / ``validate`` / ``test`` with YAML configs (class_path/init_args)."""
 from __future__ import annotations
 
+import warnings
+
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
@@ -15,5 +17,15 @@ class EvolQCLI(LightningCLI):
         super().__init__(L.LightningModule, L.LightningDataModule, *args, **kwargs)
 
 
+# Lightning warnings that describe what the search does on purpose (eval-mode model, no per-step
+# validation, a no-op optimizer that only counts search steps).
+_EXPECTED_WARNINGS = (
+    r"Found \d+ module\(s\) in eval mode", r"Total length of `list` across ranks is zero",
+    r"Using ModelCheckpoint with manual optimization", r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+
 def main(args: list[str] | None = None) -> EvolQCLI:
+    for pattern in _EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
     return EvolQCLI(args=args)
