@@ -25,8 +25,12 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
 
 def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, lower: int, upper: int) -> torch.Tensor:
     """x̂ = (clamp(round(x/s + z), lower, upper) − z)·s; ``scale``/``zero_point`` broadcast against x."""
-    q = torch.clamp(round_ste(x / scale + zero_point), lower, upper)
-    return (q - zero_point) * scale
+    if x.requires_grad and torch.is_grad_enabled():
+        q = torch.clamp(round_ste(x / scale + zero_point), lower, upper)
+        return (q - zero_point) * scale
+    # inference: same arithmetic in one buffer (PyTorch's fused fake-quant kernels multiply by 1/s, which
+    # moves near-tie values by a step, and are slower on CPU)
+    return x.div(scale).add_(zero_point).round_().clamp_(lower, upper).sub_(zero_point).mul_(scale)
 
 
 def affine_params(min_val: torch.Tensor, max_val: torch.Tensor, lower: int, upper: int,

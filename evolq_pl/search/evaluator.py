@@ -20,6 +20,18 @@ def _run(stages: Sequence[Callable], x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def default_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
+    except (OSError, StopIteration):
+        avail = 8 << 30
+    return avail // 4
+
+
 class FitnessEvaluator:
     """Mean per-batch loss of the quantized model against the float teacher on resident calibration data.
 
@@ -30,17 +42,30 @@ class FitnessEvaluator:
         use_cache: evaluate from the cached unit input (True) or with a full forward (False, for checks).
         reduce: sums a tensor over processes (identity on one process).
         teacher: precomputed teacher outputs per batch; computed with quantization off when None.
+        cache_budget_bytes: memory for cached stage inputs. Within it, one forward caches the inputs of
+            every stage up to the unit being prepared, and later (earlier-stage) units of the same pass reuse
+            them; past it, only the prepared unit's input is kept (its prefix is recomputed per unit).
+            None = a quarter of available memory (CPU) or half of free device memory (CUDA).
+
+    Validity rule of the stage-input cache: after ``prepare(unit)`` the search only changes that unit's
+    scales, so the cached inputs of stages ≤ its stage stay exact. Whoever changes other scales must call
+    ``invalidate()``.
     """
 
     def __init__(self, model: nn.Module, batches: Sequence[torch.Tensor], loss: str = "infonce",
                  temperature: float = 3.0, use_cache: bool = True, reduce: Reduce | None = None,
-                 teacher: Sequence[torch.Tensor] | None = None) -> None:
+                 teacher: Sequence[torch.Tensor] | None = None, cache_budget_bytes: int | None = None) -> None:
         self.model, self.batches = model, list(batches)
         self.loss_fn, self.temperature = get_loss(loss), temperature
         self.use_cache, self.reduce = use_cache, reduce or (lambda t: t)
         self.teacher = list(teacher) if teacher is not None else self.teacher_outputs(model, self.batches)
+        self.budget = cache_budget_bytes if cache_budget_bytes is not None else default_budget(self.batches[0].device)
+        self._inputs: dict[int, list[torch.Tensor]] = {}  # stage index → its input, per batch
+        self._valid_upto = -1
+        self._stage_bytes: list[int] | None = None
         self._cached: tuple[int, list[torch.Tensor]] | None = None
         self.evaluations = 0
+        self.prefix_forwards = 0
 
     @staticmethod
     @torch.no_grad()
@@ -51,17 +76,55 @@ class FitnessEvaluator:
 
     @torch.no_grad()
     def prepare(self, unit: SearchUnit) -> None:
-        """Cache the input of ``unit``'s stage for every batch (it does not depend on the unit's scales)."""
+        """Make the input of ``unit``'s stage available for every batch (it does not depend on the unit's
+        scales); reuse the cache when it is still exact, else run the prefix once."""
         if not self.use_cache:
             return
-        if self._cached is not None and self._cached[0] == unit.stage_index:
-            return
-        self._cached = None  # free the previous unit's cache before building the next one
-        prefix = self.model.stage_fns()[: unit.stage_index]
-        self._cached = (unit.stage_index, [_run(prefix, x) for x in self.batches])
+        k = unit.stage_index
+        if k not in self._inputs or k > self._valid_upto:
+            self._fill(k)
+        self._valid_upto = k
+        for stale in [i for i in self._inputs if i > k]:  # later stages now depend on changing scales
+            del self._inputs[stale]
+        self._cached = (k, self._inputs[k])
+
+    def _measure(self) -> list[int]:
+        """Bytes of each stage's input over all batches, from one forward of the first batch."""
+        sizes, x = [], self.batches[0]
+        for stage in self.model.stage_fns():
+            sizes.append(x.numel() * x.element_size() * sum(len(b) for b in self.batches) // len(self.batches[0]))
+            x = stage(x)
+        return sizes
+
+    def _fill(self, k: int) -> None:
+        """One prefix forward storing the inputs of stages k, k−1, … 1 while they fit in the budget."""
+        self._inputs.clear()
+        self._cached = None
+        if self._stage_bytes is None:
+            self._stage_bytes = self._measure()
+        keep, used = [], 0
+        for i in range(k, 0, -1):
+            if i != k and used + self._stage_bytes[i] > self.budget:
+                break
+            keep.append(i)
+            used += self._stage_bytes[i]
+        stages = self.model.stage_fns()
+        stored: dict[int, list[torch.Tensor]] = {i: [] for i in keep}
+        for x in self.batches:
+            for i in range(k):
+                x = stages[i](x)
+                if i + 1 in stored:
+                    stored[i + 1].append(x)
+        self._inputs = stored
+        self.prefix_forwards += 1
+
+    def cached_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for ts in self._inputs.values() for t in ts)
 
     def invalidate(self) -> None:
+        self._inputs.clear()
         self._cached = None
+        self._valid_upto = -1
 
     @torch.no_grad()
     def outputs(self, unit: SearchUnit | None = None) -> list[torch.Tensor]:
