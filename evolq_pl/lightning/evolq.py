@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassAccuracy
 
 from evolq_pl.lightning.calibration import CalibrationData
-from evolq_pl.lightning.metrics import evaluate, topk_metrics
+from evolq_pl.lightning.metrics import evaluate, spearman, topk_metrics
 from evolq_pl.lightning.selection import build_selector, load_scales, snapshot_scales
 from evolq_pl.models import create_quant_model, search_units
 from evolq_pl.quant import QuantConfig, calibrate, quant_disabled
@@ -50,12 +50,16 @@ class EvolQModule(L.LightningModule):
         evaluate_at_end: evaluate float / init / Evol-Q on the evaluation split after ``fit`` and write
             ``results.json``.
         output_dir: where ``results.json`` goes (default: the trainer's log dir).
+        candidate_eval_size: > 0 records, for every candidate the search evaluates, its calibration fitness
+            and its top-1 on the first N evaluation images (for the fitness/accuracy rank correlation;
+            never used for selection). Costs one evaluation pass per candidate.
     """
 
     def __init__(self, model_name: str, model_kwargs: dict[str, Any] | None = None, pretrained: bool = False,
                  checkpoint_path: str | None = None, checkpoint_sha256: str | None = None,
                  quant: QuantConfig | None = None, search: SearchConfig | None = None,
-                 selection: str = "calibration", evaluate_at_end: bool = True, output_dir: str | None = None) -> None:
+                 selection: str = "calibration", evaluate_at_end: bool = True, output_dir: str | None = None,
+                 candidate_eval_size: int = 0) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.quant_cfg, self.search_cfg = quant or QuantConfig(), search or SearchConfig()
@@ -74,6 +78,8 @@ class EvolQModule(L.LightningModule):
         self.current_fitness: float | None = None
         self.init_scales: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, Any]] = []
+        self.candidate_eval_size = candidate_eval_size
+        self.candidates: list[tuple[float, float]] = []  # (calibration fitness, eval-subset top-1)
         self.evaluator: FitnessEvaluator | None = None
         self.num_classes = getattr(self.model, "num_classes", 1000)
         self.val_metrics = torch.nn.ModuleDict(topk_metrics(self.num_classes))
@@ -115,11 +121,12 @@ class EvolQModule(L.LightningModule):
         self.ensure_calibrated(calib)
         cfg = self.search_cfg
         self.evaluator = FitnessEvaluator(self.model, self._shard(calib.batches()), cfg.loss, cfg.temperature,
-                                          reduce=self._reduce)
+                                          reduce=self._reduce, features=cfg.features)
         self._holdout = None
         if calib.holdout_images is not None:
             self._holdout = FitnessEvaluator(self.model, self._shard(calib.holdout_batches()), cfg.loss,
-                                             cfg.temperature, use_cache=False, reduce=self._reduce)
+                                             cfg.temperature, use_cache=False, reduce=self._reduce,
+                                             features=cfg.features)
         if self.fitness_init is None:  # a fresh run (a resumed one restores these)
             self.init_scales = snapshot_scales(self.model)
             self.fitness_init = self.current_fitness = self.evaluator()
@@ -137,7 +144,8 @@ class EvolQModule(L.LightningModule):
         assert self.evaluator is not None
         self.evaluator.prepare(unit)
         before = self.current_fitness
-        self.current_fitness = self.search.search_unit(unit, self.evaluator, before)
+        record_candidate = self._record_candidate if self.candidate_eval_size > 0 else None
+        self.current_fitness = self.search.search_unit(unit, self.evaluator, before, on_candidate=record_candidate)
         self.selector.after_step(self.model, pass_idx, self._selection_score)
         self.search_step += 1
         self.search_seconds += time.perf_counter() - start
@@ -150,6 +158,17 @@ class EvolQModule(L.LightningModule):
                       prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
         self.optimizers().step()  # no-op; advances global_step
         return None
+
+    def _record_candidate(self, unit: Any, fitness: float) -> None:
+        loader = self.trainer.datamodule.eval_dataloader()
+        seen, batches = 0, []
+        for x, y in loader:
+            batches.append((x, y))
+            seen += len(y)
+            if seen >= self.candidate_eval_size:
+                break
+        top1 = evaluate(self.model, batches, self.num_classes, self.device)["top1"]
+        self.candidates.append((fitness, top1))
 
     def _selection_score(self) -> float:
         if self.selector.name == "holdout":
@@ -191,6 +210,11 @@ class EvolQModule(L.LightningModule):
             "evaluations": self.search.evaluations, "rejected": self.search.rejected,
             "search_seconds": self.search_seconds,
         }
+        if self.candidates:
+            fit, acc = zip(*self.candidates)
+            results["candidates"] = [list(c) for c in self.candidates]
+            # fitness is minimised, accuracy maximised: a useful fitness gives a negative correlation
+            results["spearman_fitness_top1"] = spearman(list(fit), list(acc))
         for key, values in (("float", fp), ("init", init), ("evolq", final)):
             for metric, value in values.items():
                 results[f"{metric}_{key}"] = value

@@ -23,3 +23,23 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         for m in metrics.values():
             m.update(logits, y.to(device))
     return {k: 100.0 * m.compute().item() for k, m in metrics.items()}
+
+
+def _ranks(values: list[float]) -> torch.Tensor:
+    """Average ranks (ties share the mean rank)."""
+    v = torch.tensor(values, dtype=torch.float64)
+    order = v.argsort()
+    ranks = torch.empty_like(v)
+    ranks[order] = torch.arange(len(v), dtype=torch.float64)
+    for value in v.unique():
+        tied = v == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman rank correlation (NaN when either side is constant)."""
+    ra, rb = _ranks(a), _ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = (ra.norm() * rb.norm()).item()
+    return float("nan") if denom == 0 else (ra @ rb).item() / denom

@@ -146,8 +146,11 @@ class QLevit(LevitDistilled):
         x = self.qact_embed(self.stem(self.qact_input(x)))  # (B, C, H, W)
         return x.flatten(2).transpose(1, 2)  # (B, N, C)
 
+    def forward_prelogits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.qact_mean(self.qact_postblocks(x).mean(dim=1))  # (B, C)
+
     def forward_tail(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.qact_mean(self.qact_postblocks(x).mean(dim=1))  # (B, C)
+        x = self.forward_prelogits(x)
         if self.head_dist is None:
             return self.qact_out(self.qact_head(self.head(x)))
         return self.qact_out((self.qact_head(self.head(x)) + self.qact_head_dist(self.head_dist(x))) / 2)
@@ -161,8 +164,9 @@ class QLevit(LevitDistilled):
             out.extend(stage.blocks)
         return out
 
-    def stage_fns(self) -> list:
-        return [self.forward_embed, *self.stages_list(), self.forward_tail]
+    def stage_fns(self, prelogits: bool = False) -> list:
+        """The forward as a chain (see QVisionTransformer.stage_fns)."""
+        return [self.forward_embed, *self.stages_list(), self.forward_prelogits if prelogits else self.forward_tail]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for stage in self.stage_fns():

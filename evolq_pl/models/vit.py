@@ -106,14 +106,17 @@ class QVisionTransformer(VisionTransformer):
         x = self.qact_embed(x) + self.qact_pos(self.pos_embed)
         return self.qact1(self.pos_drop(x))
 
-    def forward_tail(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_prelogits(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm(x, self.blocks[-1].qact4, self.qact2)
-        x = self.qact2(x[:, 0])  # class token (B, D)
-        return self.act_out(self.head(self.head_drop(self.fc_norm(x))))
+        return self.qact2(x[:, 0])  # class token (B, D)
 
-    def stage_fns(self) -> list:
-        """The forward as a chain: embed, each block, tail. ``forward`` = their composition."""
-        return [self.forward_embed, *self.blocks, self.forward_tail]
+    def forward_tail(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act_out(self.head(self.head_drop(self.fc_norm(self.forward_prelogits(x)))))
+
+    def stage_fns(self, prelogits: bool = False) -> list:
+        """The forward as a chain: embed, each block, tail. ``forward`` = their composition.
+        ``prelogits=True`` ends with the (quantized) features the classifier head reads."""
+        return [self.forward_embed, *self.blocks, self.forward_prelogits if prelogits else self.forward_tail]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for stage in self.stage_fns():

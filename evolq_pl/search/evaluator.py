@@ -42,6 +42,8 @@ class FitnessEvaluator:
         use_cache: evaluate from the cached unit input (True) or with a full forward (False, for checks).
         reduce: sums a tensor over processes (identity on one process).
         teacher: precomputed teacher outputs per batch; computed with quantization off when None.
+        features: ``"logits"`` (the paper) or ``"prelogits"``: compare the features the classifier head
+            reads instead of the logits (richer than 10 logits on a 10-class task).
         cache_budget_bytes: memory for cached stage inputs. Within it, one forward caches the inputs of
             every stage up to the unit being prepared, and later (earlier-stage) units of the same pass reuse
             them; past it, only the prepared unit's input is kept (its prefix is recomputed per unit).
@@ -54,11 +56,14 @@ class FitnessEvaluator:
 
     def __init__(self, model: nn.Module, batches: Sequence[torch.Tensor], loss: str = "infonce",
                  temperature: float = 3.0, use_cache: bool = True, reduce: Reduce | None = None,
-                 teacher: Sequence[torch.Tensor] | None = None, cache_budget_bytes: int | None = None) -> None:
-        self.model, self.batches = model, list(batches)
+                 teacher: Sequence[torch.Tensor] | None = None, cache_budget_bytes: int | None = None,
+                 features: str = "logits") -> None:
+        if features not in ("logits", "prelogits"):
+            raise ValueError(f"features={features!r}: accepted: logits, prelogits")
+        self.model, self.batches, self.prelogits = model, list(batches), features == "prelogits"
         self.loss_fn, self.temperature = get_loss(loss), temperature
         self.use_cache, self.reduce = use_cache, reduce or (lambda t: t)
-        self.teacher = list(teacher) if teacher is not None else self.teacher_outputs(model, self.batches)
+        self.teacher = list(teacher) if teacher is not None else self.teacher_outputs()
         self.budget = cache_budget_bytes if cache_budget_bytes is not None else default_budget(self.batches[0].device)
         self._inputs: dict[int, list[torch.Tensor]] = {}  # stage index → its input, per batch
         self._valid_upto = -1
@@ -67,12 +72,14 @@ class FitnessEvaluator:
         self.evaluations = 0
         self.prefix_forwards = 0
 
-    @staticmethod
+    def stages(self) -> list[Callable]:
+        return self.model.stage_fns(prelogits=self.prelogits)
+
     @torch.no_grad()
-    def teacher_outputs(model: nn.Module, batches: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def teacher_outputs(self) -> list[torch.Tensor]:
         """The true float model's outputs (every quantizer and the integer LayerNorm off)."""
-        with quant_disabled(model):
-            return [model(x) for x in batches]
+        with quant_disabled(self.model):
+            return [_run(self.stages(), x) for x in self.batches]
 
     @torch.no_grad()
     def prepare(self, unit: SearchUnit) -> None:
@@ -91,7 +98,7 @@ class FitnessEvaluator:
     def _measure(self) -> list[int]:
         """Bytes of each stage's input over all batches, from one forward of the first batch."""
         sizes, x = [], self.batches[0]
-        for stage in self.model.stage_fns():
+        for stage in self.stages():
             sizes.append(x.numel() * x.element_size() * sum(len(b) for b in self.batches) // len(self.batches[0]))
             x = stage(x)
         return sizes
@@ -108,7 +115,7 @@ class FitnessEvaluator:
                 break
             keep.append(i)
             used += self._stage_bytes[i]
-        stages = self.model.stage_fns()
+        stages = self.stages()
         stored: dict[int, list[torch.Tensor]] = {i: [] for i in keep}
         for x in self.batches:
             for i in range(k):
@@ -129,7 +136,7 @@ class FitnessEvaluator:
     @torch.no_grad()
     def outputs(self, unit: SearchUnit | None = None) -> list[torch.Tensor]:
         """Model outputs per batch: from the cached input of ``unit`` or a full forward."""
-        stages = self.model.stage_fns()
+        stages = self.stages()
         if unit is None or not self.use_cache:
             return [_run(stages, x) for x in self.batches]
         if self._cached is None or self._cached[0] != unit.stage_index:

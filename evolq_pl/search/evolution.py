@@ -26,6 +26,7 @@ class SearchConfig:
         tournament: members drawn with replacement per tournament.
         cycles: candidates per unit per pass (K).
         loss: fitness loss (infonce, mse, kl, cosine); ``temperature`` T (infoNCE is scaled by 2T).
+        features: fitness on the ``logits`` (paper) or on the ``prelogits`` features (beyond the paper).
         mutation_range: absolute range r of s' = |s + U(−r, r)|; None = by bits (1e-3 at ≤ 4, 1e-4 at 8).
         relative_mutation: s' = |s·(1 + U(−ρ, ρ))| with ρ = ``relative_range`` instead (beyond the paper).
         include_mlp / include_acts: also search MLP weight / activation scales (beyond the paper).
@@ -39,6 +40,7 @@ class SearchConfig:
     cycles: int = 3
     loss: str = "infonce"
     temperature: float = 3.0
+    features: str = "logits"
     mutation_range: float | None = None
     relative_mutation: bool = False
     relative_range: float = 0.05
@@ -57,6 +59,8 @@ class SearchConfig:
                 raise ValueError(f"search.{key}={getattr(self, key)}: must be ≥ 0")
         if self.loss not in LOSSES:
             raise ValueError(f"search.loss={self.loss!r}: unknown; accepted: {', '.join(sorted(LOSSES))}")
+        if self.features not in ("logits", "prelogits"):
+            raise ValueError(f"search.features={self.features!r}: accepted: logits, prelogits")
         if self.temperature <= 0:
             raise ValueError(f"search.temperature={self.temperature}: must be > 0")
         if self.mutation_range is not None and self.mutation_range <= 0:

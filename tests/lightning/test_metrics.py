@@ -1,0 +1,22 @@
+import math
+
+import pytest
+import torch
+
+from evolq_pl.lightning.metrics import evaluate, spearman
+
+
+def test_spearman_by_hand():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks a = [1,2,3], b = [1,3,2]: d² = 0+1+1 → 1 − 6·2/(3·8) = 0.5
+    assert spearman([1, 2, 3], [5, 9, 7]) == pytest.approx(0.5)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_evaluate_top1_top5():
+    logits = torch.eye(10)[[0, 1, 2, 3]] * 5  # predicts 0, 1, 2, 3
+    labels = torch.tensor([0, 1, 9, 9])
+    model = torch.nn.Identity()
+    out = evaluate(model, [(logits, labels)], num_classes=10)
+    assert out["top1"] == pytest.approx(50.0)
