@@ -1,0 +1,80 @@
+"""ImageNet path on generated data: folder and HF sources, bad layouts, every config builds."""
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from evolq_pl.lightning.imagenet import DataError, ImageNetDataModule
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_folder(root: Path, classes=("a", "b", "c"), per_class: int = 4, splits=("train", "val")) -> Path:
+    g = torch.Generator().manual_seed(0)
+    for split in splits:
+        for c in classes:
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pixels = (torch.rand(40, 48, 3, generator=g) * 255).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(root / split / c / f"{i}.png")
+    return root
+
+
+def test_folder_and_hf_give_same_calibration_images(tmp_path):
+    import datasets
+    root = make_folder(tmp_path / "imgs")
+    folder = ImageNetDataModule(root=str(root), calib_size=5, calib_batch_size=2, num_workers=0, img_size=32, seed=3)
+    # the same images as a saved Hugging Face dataset, in ImageFolder order
+    samples = folder.train.samples
+    splits = {name: datasets.Dataset.from_dict({"image": [p for p, _ in s], "label": [y for _, y in s]})
+              for name, s in (("train", samples), ("validation", folder.val.samples))}
+    for ds in splits.values():
+        ds = ds.cast_column("image", datasets.Image())
+    hf_path = tmp_path / "hf"
+    datasets.DatasetDict({k: v.cast_column("image", datasets.Image()) for k, v in splits.items()}).save_to_disk(str(hf_path))
+    hf = ImageNetDataModule(hf_dataset=str(hf_path), calib_size=5, calib_batch_size=2, num_workers=0, img_size=32, seed=3)
+    a, b = folder.calibration_data(), hf.calibration_data()
+    assert a.images.shape == (5, 3, 32, 32)
+    torch.testing.assert_close(a.images, b.images)
+    assert torch.equal(a.labels, b.labels)
+    other = ImageNetDataModule(root=str(root), calib_size=5, calib_batch_size=2, num_workers=0, img_size=32, seed=4)
+    assert not torch.equal(other.calibration_data().images, a.images)
+
+
+def test_bad_layouts_named(tmp_path):
+    with pytest.raises(DataError, match="no 'val/' directory"):
+        ImageNetDataModule(root=str(make_folder(tmp_path / "t", splits=("train",))), num_workers=0)
+    empty = tmp_path / "e"
+    (empty / "train" / "a").mkdir(parents=True)
+    (empty / "val" / "a").mkdir(parents=True)
+    with pytest.raises(DataError, match="no images"):
+        ImageNetDataModule(root=str(empty), num_workers=0)
+    diff = make_folder(tmp_path / "d", classes=("a", "b"))
+    (diff / "val" / "b").rename(diff / "val" / "z")
+    with pytest.raises(DataError, match="class folders differ.*only in train \\['b'\\].*only in val \\['z'\\]"):
+        ImageNetDataModule(root=str(diff), num_workers=0)
+    with pytest.raises(ValueError, match="calib_size \\+ holdout_size = 1000 exceeds the 12 train images"):
+        ImageNetDataModule(root=str(make_folder(tmp_path / "s")), num_workers=0)
+    with pytest.raises(DataError, match="does not exist"):
+        ImageNetDataModule(root=str(tmp_path / "missing"), num_workers=0)
+
+
+def test_hf_missing_column_named(tmp_path):
+    import datasets
+    ds = datasets.Dataset.from_dict({"img": ["x"], "label": [0]})
+    datasets.DatasetDict({"train": ds, "validation": ds}).save_to_disk(str(tmp_path / "hf"))
+    with pytest.raises(DataError, match="no column\\(s\\) \\['image'\\]"):
+        ImageNetDataModule(hf_dataset=str(tmp_path / "hf"), num_workers=0)
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs" / "imagenet").glob("*_w*a8.yaml")))
+def test_every_imagenet_config_builds(config, tmp_path):
+    from evolq_pl.cli import EvolQCLI
+    root = make_folder(tmp_path / "imgs", per_class=1)
+    cli = EvolQCLI(args=["--config", str(ROOT / "configs/imagenet/base.yaml"), "--config",
+                         str(ROOT / "configs/imagenet" / config), "--model.init_args.pretrained", "false",
+                         "--data.init_args.root", str(root), "--data.init_args.calib_size", "2"], run=False)
+    name = config.split("_w")[0]
+    assert cli.model.model_name.startswith(name) and cli.model.quant_cfg.w_bits == int(config.split("_w")[1][0])
+    assert len(cli.model.units) in (12, 11, 14)
