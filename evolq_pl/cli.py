@@ -25,7 +25,14 @@ _EXPECTED_WARNINGS = (
 )
 
 
-def main(args: list[str] | None = None) -> EvolQCLI:
+def main(args: list[str] | None = None) -> EvolQCLI | None:
+    """LightningCLI subcommands, plus ``seeds`` (several seeds of one config, summarised)."""
+    import sys
+    argv = sys.argv[1:] if args is None else args
+    if argv and argv[0] == "seeds":
+        from evolq_pl.seeds import main as seeds_main
+        seeds_main(argv[1:])
+        return None
     for pattern in _EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     return EvolQCLI(args=args)
