@@ -17,6 +17,9 @@ class EvolQCLI(LightningCLI):
         super().__init__(L.LightningModule, L.LightningDataModule, *args, **kwargs)
 
 
+# subcommands beyond LightningCLI's: name → module with main(argv)
+EXTRA_COMMANDS = {"seeds": "evolq_pl.seeds", "landscape": "evolq_pl.landscape_cli"}
+
 # Lightning warnings that describe what the search does on purpose (eval-mode model, no per-step
 # validation, a no-op optimizer that only counts search steps).
 _EXPECTED_WARNINGS = (
@@ -29,9 +32,9 @@ def main(args: list[str] | None = None) -> EvolQCLI | None:
     """LightningCLI subcommands, plus ``seeds`` (several seeds of one config, summarised)."""
     import sys
     argv = sys.argv[1:] if args is None else args
-    if argv and argv[0] == "seeds":
-        from evolq_pl.seeds import main as seeds_main
-        seeds_main(argv[1:])
+    if argv and argv[0] in EXTRA_COMMANDS:
+        import importlib
+        importlib.import_module(EXTRA_COMMANDS[argv[0]]).main(argv[1:])
         return None
     for pattern in _EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)

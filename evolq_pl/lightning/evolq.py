@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassAccuracy
 
 from evolq_pl.lightning.calibration import CalibrationData
+from evolq_pl.lightning.plots import plot_progress
 from evolq_pl.lightning.metrics import evaluate, spearman, topk_metrics
 from evolq_pl.lightning.selection import build_selector, load_scales, snapshot_scales
 from evolq_pl.models import create_quant_model, search_units
@@ -230,6 +231,9 @@ class EvolQModule(L.LightningModule):
             out.mkdir(parents=True, exist_ok=True)
             (out / "results.json").write_text(json.dumps(results, indent=2))
             (out / "history.json").write_text(json.dumps(self.history, indent=1))
+            if self.history:
+                plot_progress(self.history, self.fitness_init, out / "progress.png",
+                              f"{self.model_name} W{self.quant_cfg.w_bits}A{self.quant_cfg.a_bits} seed {self.search_cfg.seed}")
             print(format_results(results))
             print(f"results written to {out / 'results.json'}")
         return results

@@ -1,0 +1,88 @@
+"""``python cli.py landscape``: sweep one unit's scales along seeded random directions.
+
+    python cli.py landscape --config configs/fmnist/deit.yaml --unit 5 --radius 0.05 --steps 21 --dims 1 \
+        --out runs/landscape/deit_w4 [--ckpt_path C] [-- --model.init_args.quant.w_bits 3]
+
+Writes landscape.csv, landscape.png (line plots for 1-D, contours for 2-D) and roughness.json.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evolq_pl.lightning.metrics import evaluate
+from evolq_pl.lightning.plots import plot_landscape
+from evolq_pl.quant import calibrate
+from evolq_pl.search import FitnessEvaluator
+from evolq_pl.search.landscape import SweepSpec, roughness, sweep
+
+
+def build(configs: list[str], extra: list[str], ckpt_path: str | None) -> tuple[Any, Any]:
+    from evolq_pl.cli import EvolQCLI
+    args = [a for c in configs for a in ("--config", c)] + extra
+    cli = EvolQCLI(args=args, run=False)
+    module, dm = cli.model, cli.datamodule
+    if ckpt_path:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        module.on_load_checkpoint(state)
+        module.load_state_dict(state["state_dict"])
+    return module, dm
+
+
+def run(configs: list[str], spec: SweepSpec, out: Path, ckpt_path: str | None = None, eval_size: int = 2000,
+        extra: list[str] | None = None) -> dict[str, Any]:
+    module, dm = build(configs, extra or [], ckpt_path)
+    spec.validate(len(module.units))
+    calib = dm.calibration_data()
+    if ckpt_path is None:
+        calibrate(module.model, calib.batches())
+    cfg = module.search_cfg
+    evaluator = FitnessEvaluator(module.model, calib.batches(), cfg.loss, cfg.temperature, features=cfg.features)
+    subset, seen = [], 0
+    for x, y in dm.eval_dataloader():
+        subset.append((x, y))
+        seen += len(y)
+        if seen >= eval_size:
+            break
+    top1 = lambda: evaluate(module.model, subset, module.num_classes)["top1"]  # noqa: E731
+    rows = sweep(module.units[spec.unit], evaluator, calib.label_batches(), spec, top1, cfg.temperature)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "landscape.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    title = f"{module.model_name} W{module.quant_cfg.w_bits}A{module.quant_cfg.a_bits}, unit {spec.unit} " \
+            f"({module.units[spec.unit].name}), radius {spec.radius}"
+    plot_landscape(rows, spec.dims, out / "landscape.png", title)
+    rough = {m: roughness([r[m] for r in rows]) for m in rows[0] if m not in ("a", "b")} if spec.dims == 1 else {}
+    (out / "roughness.json").write_text(json.dumps(rough, indent=2))
+    return {"rows": rows, "roughness": rough}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[2:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(prog="cli.py landscape", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", action="append", required=True)
+    p.add_argument("--ckpt_path")
+    p.add_argument("--unit", type=int, required=True, help="unit index in forward order (0 = first block)")
+    p.add_argument("--radius", type=float, default=0.05)
+    p.add_argument("--steps", type=int, default=21)
+    p.add_argument("--dims", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval_size", type=int, default=2000)
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    spec = SweepSpec(a.unit, a.radius, a.steps, a.dims, a.seed)
+    result = run(a.config, spec, Path(a.out), a.ckpt_path, a.eval_size, extra)
+    for metric, r in result["roughness"].items():
+        print(f"{metric:8s} TV/range {r['tv_over_range']:.2f}  local minima {r['local_minima']:.0f}")
+    print(f"written: {Path(a.out) / 'landscape.csv'}, {Path(a.out) / 'landscape.png'}")

@@ -1,0 +1,46 @@
+"""Landscape sweep: shape, the centre equals the unperturbed fitness, bad input, roughness by hand."""
+import pytest
+
+from evolq_pl.lightning.plots import plot_landscape, plot_progress
+from evolq_pl.models import search_units
+from evolq_pl.search import FitnessEvaluator
+from evolq_pl.search.landscape import SweepSpec, roughness, sweep
+from tests.search.helpers import tiny_model
+
+
+def test_sweep_shape_and_centre(tmp_path):
+    model, batches = tiny_model("deit")
+    ev = FitnessEvaluator(model, batches)
+    base = {loss: FitnessEvaluator(model, batches, loss)() for loss in ("infonce", "mse", "kl", "cosine")}
+    unit = search_units(model)[1]
+    before = unit.get()
+    labels = [b[:, 0, 0, 0].gt(0).long() for b in batches]
+    rows = sweep(unit, ev, labels, SweepSpec(unit=1, radius=0.1, steps=5, dims=1), top1_fn=lambda: 50.0)
+    assert len(rows) == 5 and [r["a"] for r in rows] == pytest.approx([-0.1, -0.05, 0.0, 0.05, 0.1])
+    centre = rows[2]
+    for loss, value in base.items():
+        assert centre[loss] == pytest.approx(value, rel=1e-6)
+    assert rows[0]["infonce"] != centre["infonce"]
+    assert unit.get().equal(before)  # restored
+    rows2 = sweep(unit, ev, labels, SweepSpec(unit=1, radius=0.1, steps=3, dims=2))
+    assert len(rows2) == 9 and rows2[4]["a"] == 0 and rows2[4]["b"] == 0
+    assert rows2[4]["mse"] == pytest.approx(base["mse"], rel=1e-6)
+    plot_landscape(rows, 1, tmp_path / "l1.png", "1-D")
+    plot_landscape(rows2, 2, tmp_path / "l2.png", "2-D")
+    plot_progress([{"evaluations": 3, "fitness": 1.0, "improvement": 0.1, "unit": 2}], 1.1, tmp_path / "p.png")
+    assert all((tmp_path / f).stat().st_size > 10_000 for f in ("l1.png", "l2.png", "p.png"))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(unit=7), "unit=7 out of range; valid: 0..2"), (dict(unit=0, steps=0), "steps=0"),
+    (dict(unit=0, radius=0.0), "radius=0.0: must be > 0"), (dict(unit=0, dims=3), "dims=3"),
+])
+def test_bad_sweep_input(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SweepSpec(**kwargs).validate(3)
+
+
+def test_roughness_by_hand():
+    assert roughness([3, 2, 1, 2, 3]) == {"tv_over_range": 2.0, "local_minima": 1.0}  # one bowl
+    assert roughness([0, 1, 2, 3]) == {"tv_over_range": 1.0, "local_minima": 0.0}  # monotone
+    assert roughness([1, 0, 1, 0, 1]) == {"tv_over_range": 4.0, "local_minima": 2.0}  # jagged
