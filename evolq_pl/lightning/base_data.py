@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from evolq_pl.lightning.calibration import CalibrationData
 
 
-class ScheduleDataset(Dataset):
-    """The search schedule as a dataset: item i = (step i, pass, unit index)."""
+class ScheduleDataset(IterableDataset):
+    """The search schedule: yields (step, pass, unit index). Iterable, so that under DDP Lightning adds no
+    distributed sampler: every rank runs every step (ranks split the calibration batches instead)."""
 
     def __init__(self, steps: list[tuple[int, int]]) -> None:
         self.steps = steps
@@ -16,8 +17,9 @@ class ScheduleDataset(Dataset):
     def __len__(self) -> int:
         return len(self.steps)
 
-    def __getitem__(self, i: int) -> tuple[int, int, int]:
-        return i, *self.steps[i]
+    def __iter__(self):
+        for i, (pass_idx, unit) in enumerate(self.steps):
+            yield i, pass_idx, unit
 
 
 class EvolQDataModule(L.LightningDataModule):
