@@ -32,6 +32,14 @@ class CheckpointMismatchError(ValueError):
     pass
 
 
+def peak_memory(device: torch.device) -> int:
+    """Peak device memory (CUDA) or peak resident memory of this process (CPU), in bytes."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def is_calibrated(model: torch.nn.Module) -> bool:
     return all(q.calibrated for q in model.modules() if isinstance(q, UniformQuantizer))
 
@@ -51,6 +59,7 @@ class EvolQModule(L.LightningModule):
         evaluate_at_end: evaluate float / init / Evol-Q on the evaluation split after ``fit`` and write
             ``results.json``.
         output_dir: where ``results.json`` goes (default: the trainer's log dir).
+        matmul_precision: ``highest`` (full fp32, default: quantization fidelity) or ``high`` (TF32 on GPUs).
         candidate_eval_size: > 0 records, for every candidate the search evaluates, its calibration fitness
             and its top-1 on the first N evaluation images (for the fitness/accuracy rank correlation;
             never used for selection). Costs one evaluation pass per candidate.
@@ -60,9 +69,12 @@ class EvolQModule(L.LightningModule):
                  checkpoint_path: str | None = None, checkpoint_sha256: str | None = None,
                  quant: QuantConfig | None = None, search: SearchConfig | None = None,
                  selection: str = "calibration", evaluate_at_end: bool = True, output_dir: str | None = None,
-                 candidate_eval_size: int = 0) -> None:
+                 candidate_eval_size: int = 0, matmul_precision: str = "highest") -> None:
         super().__init__()
         self.automatic_optimization = False
+        if matmul_precision not in ("highest", "high", "medium"):
+            raise ValueError(f"matmul_precision={matmul_precision!r}: accepted: highest, high, medium")
+        self.matmul_precision = matmul_precision
         self.quant_cfg, self.search_cfg = quant or QuantConfig(), search or SearchConfig()
         self.model_name, self.model_kwargs = model_name, dict(model_kwargs or {})
         self.selection, self.evaluate_at_end, self.output_dir = selection, evaluate_at_end, output_dir
@@ -118,11 +130,13 @@ class EvolQModule(L.LightningModule):
             calibrate(self.model, [b.to(self.device) for b in calib.batches()])
 
     def on_fit_start(self) -> None:
+        torch.set_float32_matmul_precision(self.matmul_precision)
         calib = self._calibration()
         self.ensure_calibrated(calib)
         cfg = self.search_cfg
         self.evaluator = FitnessEvaluator(self.model, self._shard(calib.batches()), cfg.loss, cfg.temperature,
-                                          reduce=self._reduce, features=cfg.features)
+                                          reduce=self._reduce, features=cfg.features,
+                                          compile_backend=cfg.compile_backend)
         self._holdout = None
         if calib.holdout_images is not None:
             self._holdout = FitnessEvaluator(self.model, self._shard(calib.holdout_batches()), cfg.loss,
@@ -209,7 +223,8 @@ class EvolQModule(L.LightningModule):
             "loss": self.search_cfg.loss, "selection": self.selection, "passes": self.search_cfg.passes,
             "fitness_init": self.fitness_init, "fitness_final": self.evaluator(),
             "evaluations": self.search.evaluations, "rejected": self.search.rejected,
-            "search_seconds": self.search_seconds,
+            "search_seconds": self.search_seconds, "matmul_precision": self.matmul_precision,
+            "peak_memory_bytes": peak_memory(self.device),
         }
         if self.candidates:
             fit, acc = zip(*self.candidates)

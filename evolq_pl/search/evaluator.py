@@ -2,6 +2,8 @@
 every candidate runs only the stages from that unit on (DESIGN §5)."""
 from __future__ import annotations
 
+import warnings
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
@@ -44,6 +46,8 @@ class FitnessEvaluator:
         teacher: precomputed teacher outputs per batch; computed with quantization off when None.
         features: ``"logits"`` (the paper) or ``"prelogits"``: compare the features the classifier head
             reads instead of the logits (richer than 10 logits on a 10-class task).
+        compile_backend: ``torch.compile`` backend for the candidate (suffix) forward, e.g. ``inductor``
+            (GPU) or ``aot_eager``; None = eager. Fixed calibration shapes, so each suffix compiles once.
         cache_budget_bytes: memory for cached stage inputs. Within it, one forward caches the inputs of
             every stage up to the unit being prepared, and later (earlier-stage) units of the same pass reuse
             them; past it, only the prepared unit's input is kept (its prefix is recomputed per unit).
@@ -57,7 +61,7 @@ class FitnessEvaluator:
     def __init__(self, model: nn.Module, batches: Sequence[torch.Tensor], loss: str = "infonce",
                  temperature: float = 3.0, use_cache: bool = True, reduce: Reduce | None = None,
                  teacher: Sequence[torch.Tensor] | None = None, cache_budget_bytes: int | None = None,
-                 features: str = "logits") -> None:
+                 features: str = "logits", compile_backend: str | None = None) -> None:
         if features not in ("logits", "prelogits"):
             raise ValueError(f"features={features!r}: accepted: logits, prelogits")
         self.model, self.batches, self.prelogits = model, list(batches), features == "prelogits"
@@ -71,6 +75,9 @@ class FitnessEvaluator:
         self._cached: tuple[int, list[torch.Tensor]] | None = None
         self.evaluations = 0
         self.prefix_forwards = 0
+        self.compile_backend = compile_backend
+        self._compiled: dict[int, Callable] = {}
+        self._compile_failed: set[int] = set()
 
     def stages(self) -> list[Callable]:
         return self.model.stage_fns(prelogits=self.prelogits)
@@ -141,7 +148,27 @@ class FitnessEvaluator:
             return [_run(stages, x) for x in self.batches]
         if self._cached is None or self._cached[0] != unit.stage_index:
             raise RuntimeError(f"prepare({unit.name}) must be called before evaluating it")
-        return [_run(stages[unit.stage_index:], h) for h in self._cached[1]]
+        suffix = self._suffix(unit.stage_index, stages)
+        return [suffix(h) for h in self._cached[1]]
+
+    def _suffix(self, index: int, stages: list[Callable]) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The forward from stage ``index`` on; compiled once per index when a backend is set, falling back
+        to eager (with a warning) if compilation fails."""
+        eager = partial(_run, stages[index:])
+        if self.compile_backend is None or index in self._compile_failed:
+            return eager
+        return partial(self._call_compiled, index, eager)
+
+    def _call_compiled(self, index: int, eager: Callable, h: torch.Tensor) -> torch.Tensor:
+        try:
+            if index not in self._compiled:
+                self._compiled[index] = torch.compile(eager, backend=self.compile_backend, dynamic=False)
+            return self._compiled[index](h)
+        except Exception as err:  # unsupported op, backend missing, …: never lose the run
+            warnings.warn(f"torch.compile({self.compile_backend}) failed for the suffix from stage {index} "
+                          f"({type(err).__name__}: {err}); using eager", RuntimeWarning)
+            self._compile_failed.add(index)
+            return eager(h)
 
     @torch.no_grad()
     def __call__(self, unit: SearchUnit | None = None) -> float:

@@ -27,6 +27,7 @@ class SearchConfig:
         cycles: candidates per unit per pass (K).
         loss: fitness loss (infonce, mse, kl, cosine); ``temperature`` T (infoNCE is scaled by 2T).
         features: fitness on the ``logits`` (paper) or on the ``prelogits`` features (beyond the paper).
+        compile_backend: ``torch.compile`` backend for candidate evaluation (``inductor`` on GPU), None = eager.
         mutation_range: absolute range r of s' = |s + U(−r, r)|; None = by bits (1e-3 at ≤ 4, 1e-4 at 8).
         relative_mutation: s' = |s·(1 + U(−ρ, ρ))| with ρ = ``relative_range`` instead (beyond the paper).
         include_mlp / include_acts: also search MLP weight / activation scales (beyond the paper).
@@ -41,6 +42,7 @@ class SearchConfig:
     loss: str = "infonce"
     temperature: float = 3.0
     features: str = "logits"
+    compile_backend: str | None = None
     mutation_range: float | None = None
     relative_mutation: bool = False
     relative_range: float = 0.05
