@@ -123,3 +123,17 @@ def test_weight_cache_tracks_scale_changes():
     assert w2 is not w1 and not torch.equal(w1, w2)
     assert isinstance(q.blocks[0].attn, QAttention)
     torch.set_grad_enabled(True)
+
+
+def test_offline_without_weights_names_tag(tmp_path):
+    # a fresh process, so the hub library reads HF_HUB_OFFLINE at import
+    import os
+    import subprocess
+    import sys
+    code = ("from evolq_pl import create_quant_model\n"
+            "try:\n    create_quant_model('vit_base_patch16_224', pretrained=True)\n"
+            "except Exception as e:\n    print(type(e).__name__, e)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
+    assert out.startswith("CheckpointError") and "vit_base_patch16_224.augreg_in21k_ft_in1k" in out
+    assert "checkpoint_path" in out
