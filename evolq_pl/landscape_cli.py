@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from evolq_pl.argv import split_passthrough
 from evolq_pl.lightning.metrics import evaluate
 from evolq_pl.lightning.plots import plot_landscape
 from evolq_pl.quant import calibrate
@@ -66,9 +67,7 @@ def run(configs: list[str], spec: SweepSpec, out: Path, ckpt_path: str | None = 
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[2:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[: argv.index("--")] if "--" in argv else argv
+    argv, extra = split_passthrough(sys.argv[2:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="cli.py landscape", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", action="append", required=True)

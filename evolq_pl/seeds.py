@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from evolq_pl.argv import split_passthrough
+
 METRICS = ("top1_float", "top1_init", "top1_evolq", "top5_float", "top5_init", "top5_evolq", "fitness_init",
            "fitness_final", "evaluations", "search_seconds")
 
@@ -73,9 +75,7 @@ def summarise(out: Path, seeds: list[int]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[2:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[: argv.index("--")] if "--" in argv else argv
+    argv, extra = split_passthrough(sys.argv[2:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="cli.py seeds", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", required=True)

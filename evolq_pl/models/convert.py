@@ -44,6 +44,17 @@ def swap_class(mod: nn.Module, cls: type) -> nn.Module:
     return mod
 
 
+def register_swap(float_type: type, quant_type: type, **points: Callable[[QuantConfig], nn.Module]) -> None:
+    """Register the common converter: turn ``float_type`` into its subclass ``quant_type`` in place and add
+    the named quantization points (e.g. ``qact1=act``)."""
+    def convert(mod: nn.Module, cfg: QuantConfig) -> nn.Module:
+        mod = swap_class(mod, quant_type)
+        for name, make in points.items():
+            setattr(mod, name, make(cfg))
+        return mod
+    register_converter(float_type)(convert)
+
+
 def _excluded(name: str, cfg: QuantConfig) -> bool:
     return any(fnmatch(name, pattern) for pattern in cfg.exclude)
 

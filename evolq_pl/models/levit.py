@@ -9,7 +9,7 @@ from timm.models.levit import (Attention, AttentionDownsample, ConvNorm, Levit, 
 from torch import nn
 
 from evolq_pl.layers import act, stream
-from evolq_pl.models.convert import register_converter, register_preparer, swap_class
+from evolq_pl.models.convert import register_converter, register_preparer, register_swap, swap_class
 from evolq_pl.models.units import register_unit
 from evolq_pl.quant.config import QuantConfig
 
@@ -96,11 +96,7 @@ class QLevitMlp(LevitMlp):
         return self.ln2(self.drop(self.qact1(self.act(self.qact0(self.ln1(x))))))
 
 
-@register_converter(LevitMlp)
-def _mlp(mod: LevitMlp, cfg: QuantConfig) -> QLevitMlp:
-    mod = swap_class(mod, QLevitMlp)
-    mod.qact0, mod.qact1 = act(cfg), act(cfg)
-    return mod
+register_swap(LevitMlp, QLevitMlp, qact0=act, qact1=act)
 
 
 class QLevitBlock(LevitBlock):
@@ -114,11 +110,7 @@ class QLevitBlock(LevitBlock):
 register_unit(QLevitBlock, "attn")
 
 
-@register_converter(LevitBlock)
-def _block(mod: LevitBlock, cfg: QuantConfig) -> QLevitBlock:
-    mod = swap_class(mod, QLevitBlock)
-    mod.qact_res1, mod.qact_res2 = stream(cfg), stream(cfg)
-    return mod
+register_swap(LevitBlock, QLevitBlock, qact_res1=stream, qact_res2=stream)
 
 
 class QLevitDownsample(LevitDownsample):
@@ -132,11 +124,7 @@ class QLevitDownsample(LevitDownsample):
 register_unit(QLevitDownsample, "attn_downsample")
 
 
-@register_converter(LevitDownsample)
-def _downsample(mod: LevitDownsample, cfg: QuantConfig) -> QLevitDownsample:
-    mod = swap_class(mod, QLevitDownsample)
-    mod.qact_res = stream(cfg)
-    return mod
+register_swap(LevitDownsample, QLevitDownsample, qact_res=stream)
 
 
 class QLevit(LevitDistilled):

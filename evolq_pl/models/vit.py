@@ -8,7 +8,7 @@ from timm.models.vision_transformer import Attention, Block, VisionTransformer
 from torch import nn
 
 from evolq_pl.layers import QLayerNorm, QSoftmax, act, bind, stream
-from evolq_pl.models.convert import register_converter, swap_class
+from evolq_pl.models.convert import register_converter, register_swap, swap_class
 from evolq_pl.models.units import register_unit
 from evolq_pl.quant.config import QuantConfig
 
@@ -66,11 +66,7 @@ class QMlp(Mlp):
         return self.qact2(self.drop2(self.fc2(self.norm(x))))
 
 
-@register_converter(Mlp)
-def _mlp(mod: Mlp, cfg: QuantConfig) -> QMlp:
-    mod = swap_class(mod, QMlp)
-    mod.qact1, mod.qact2 = act(cfg), act(cfg)
-    return mod
+register_swap(Mlp, QMlp, qact1=act, qact2=act)
 
 
 class QBlock(Block):
@@ -90,11 +86,7 @@ class QBlock(Block):
 register_unit(QBlock, "attn")
 
 
-@register_converter(Block)
-def _block(mod: Block, cfg: QuantConfig) -> QBlock:
-    mod = swap_class(mod, QBlock)
-    mod.qact1, mod.qact2, mod.qact3, mod.qact4 = act(cfg), stream(cfg), act(cfg), stream(cfg)
-    return mod
+register_swap(Block, QBlock, qact1=act, qact2=stream, qact3=act, qact4=stream)
 
 
 class QVisionTransformer(VisionTransformer):
