@@ -150,6 +150,8 @@ class EvolQModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------------------- search
     def training_step(self, batch: Any, batch_idx: int) -> None:
+        # ``batch`` = (step, pass, unit) from the schedule loader. The module's own counter is the source of
+        # truth: a resumed run restarts the loader's iteration, while ``search_step`` comes from the checkpoint.
         if self.search_step >= len(self.steps) or self.search.exhausted:
             self.trainer.should_stop = True
             return None
@@ -194,6 +196,8 @@ class EvolQModule(L.LightningModule):
 
     def on_train_end(self) -> None:
         self.selector.finalize(self.model)
+        if self.evaluator is not None:
+            self.evaluator.invalidate()  # scales may have been replaced by the selector
         if self.evaluate_at_end:
             self.write_results()
 
