@@ -18,7 +18,7 @@ class EvolQCLI(LightningCLI):
 
 
 # subcommands beyond LightningCLI's: name → module with main(argv)
-EXTRA_COMMANDS = {"seeds": "evolq_pl.seeds", "landscape": "evolq_pl.landscape_cli"}
+EXTRA_COMMANDS = {"seeds": "evolq_pl.seeds", "landscape": "evolq_pl.landscape_cli", "export": "evolq_pl.export.cli"}
 
 # Lightning warnings that describe what the search does on purpose (eval-mode model, no per-step
 # validation, a no-op optimizer that only counts search steps).

@@ -17,23 +17,12 @@ from typing import Any
 import torch
 
 from evolq_pl.argv import split_passthrough
+from evolq_pl.cli_build import build
 from evolq_pl.lightning.metrics import evaluate
 from evolq_pl.lightning.plots import plot_landscape
 from evolq_pl.quant import calibrate
 from evolq_pl.search import FitnessEvaluator
 from evolq_pl.search.landscape import SweepSpec, roughness, sweep
-
-
-def build(configs: list[str], extra: list[str], ckpt_path: str | None) -> tuple[Any, Any]:
-    from evolq_pl.cli import EvolQCLI
-    args = [a for c in configs for a in ("--config", c)] + extra
-    cli = EvolQCLI(args=args, run=False)
-    module, dm = cli.model, cli.datamodule
-    if ckpt_path:
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        module.on_load_checkpoint(state)
-        module.load_state_dict(state["state_dict"])
-    return module, dm
 
 
 def run(configs: list[str], spec: SweepSpec, out: Path, ckpt_path: str | None = None, eval_size: int = 2000,

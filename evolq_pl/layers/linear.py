@@ -25,6 +25,7 @@ class _QWeight:
         self.weight_quantizer = weight_quantizer(cfg)
         self.bias_correction = cfg.bias_correction
         self._cache: tuple[tuple[int, ...], torch.Tensor] | None = None
+        self._frozen: torch.Tensor | None = None
 
     def _cache_key(self) -> tuple[int, ...]:
         s, z, w = self.weight_quantizer.scale, self.weight_quantizer.zero_point, self.weight
@@ -43,8 +44,14 @@ class _QWeight:
         w_hat = self.weight_quantizer.quantize(self.weight)
         return bias_correct(self.weight, w_hat) if self.bias_correction else w_hat
 
+    def freeze(self, effective: torch.Tensor) -> None:
+        """Use ``effective`` as the quantized weight (a model rebuilt from an export has no float weights)."""
+        self._frozen = effective
+
     def effective_weight(self) -> torch.Tensor:
         wq = self.weight_quantizer
+        if self._frozen is not None and wq.enabled and not wq.calibrating:
+            return self._frozen
         if wq.calibrating:
             wq.observe(self.weight)
             return self.weight

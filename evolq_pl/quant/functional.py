@@ -18,6 +18,11 @@ class _RoundSTE(torch.autograd.Function):
         return grad
 
 
+def _pow2(x: torch.Tensor) -> torch.Tensor:
+    """2^x (exact for the integer exponents used here); written as pow so that it exports to ONNX."""
+    return torch.pow(2.0, x)
+
+
 def round_ste(x: torch.Tensor) -> torch.Tensor:
     """Round half to even; straight-through gradient when autograd is recording."""
     return _RoundSTE.apply(x) if x.requires_grad else torch.round(x)
@@ -60,7 +65,7 @@ def affine_params(min_val: torch.Tensor, max_val: torch.Tensor, lower: int, uppe
 def log2_quant(x: torch.Tensor, bits: int) -> torch.Tensor:
     """2^(−clamp(round(−log2 x), 0, 2^b − 1)), zero where round(−log2 x) ≥ 2^b (reference §1.3)."""
     r = torch.round(-torch.log2(x))
-    out = torch.exp2(-torch.clamp(r, 0, 2**bits - 1))
+    out = _pow2(-torch.clamp(r, 0, 2**bits - 1))
     return torch.where(r >= 2**bits, torch.zeros_like(out), out)
 
 
@@ -76,7 +81,7 @@ def int_exp(x_int: torch.Tensor, scale: float) -> torch.Tensor:
     b_int = math.floor((0.96963238 / 0.35815147) / scale)
     c_int = math.floor((1.0 / 0.35815147) / scale**2)
     poly = r * (r + b_int) + c_int
-    return torch.clamp(torch.floor(poly * torch.exp2(30 - q)), min=0)
+    return torch.clamp(torch.floor(poly * _pow2(30 - q)), min=0)
 
 
 def log_int_softmax(logits: torch.Tensor, scale: float, bits: int = 4) -> torch.Tensor:
@@ -86,23 +91,32 @@ def log_int_softmax(logits: torch.Tensor, scale: float, bits: int = 4) -> torch.
     exp_int = int_exp(x_int, scale)
     inv = torch.round(exp_int.sum(dim=-1, keepdim=True) / exp_int)  # ≈ 1/p (inf where exp_int = 0)
     k = torch.floor(torch.log2(inv))
-    k = torch.where(inv - torch.exp2(k) >= torch.exp2(k - 1), k + 1, k)
-    out = torch.exp2(-torch.clamp(k, 0, 2**bits - 1))
+    k = torch.where(inv - _pow2(k) >= _pow2(k - 1), k + 1, k)
+    out = _pow2(-torch.clamp(k, 0, 2**bits - 1))
     return torch.where(k >= 2**bits, torch.zeros_like(out), out)
+
+
+def channel_stats(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel mean and unbiased std, shaped (O, 1)."""
+    flat = w.reshape(w.shape[0], -1)  # (O, I·k·k)
+    return flat.mean(1, keepdim=True), flat.std(1, keepdim=True)
+
+
+def bias_correct_to(w_hat: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
+    """Give each output channel of ``w_hat`` the mean ``mu`` and std ``sd`` (both (O, 1))."""
+    mu_hat, sd_hat = channel_stats(w_hat)
+    return ((w_hat.reshape(w_hat.shape[0], -1) - mu_hat) * sd / (sd_hat + 1e-8) + mu).reshape(w_hat.shape)
 
 
 def bias_correct(w: torch.Tensor, w_hat: torch.Tensor) -> torch.Tensor:
     """Per-output-channel mean/std correction of dequantized weights (reference §5, unbiased std)."""
-    flat, flat_hat = w.reshape(w.shape[0], -1), w_hat.reshape(w.shape[0], -1)  # (O, I·k·k)
-    mu, sd = flat.mean(1, keepdim=True), flat.std(1, keepdim=True)
-    mu_hat, sd_hat = flat_hat.mean(1, keepdim=True), flat_hat.std(1, keepdim=True)
-    return ((flat_hat - mu_hat) * sd / (sd_hat + 1e-8) + mu).reshape(w.shape)
+    return bias_correct_to(w_hat, *channel_stats(w))
 
 
 def pow2_multiplier(a: torch.Tensor, max_shift: int = 31, mult_bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """Represent |a| ≈ M·2^−N, N = clamp(7 − floor(log2|a|), 0, 31), M = clamp(floor(|a|·2^N), 0, 255)."""
     n = torch.clamp(mult_bits - 1 - torch.floor(torch.log2(a.abs())), 0, max_shift)
-    m = torch.clamp(torch.floor(a.abs() * torch.exp2(n)), 0, 2**mult_bits - 1)
+    m = torch.clamp(torch.floor(a.abs() * _pow2(n)), 0, 2**mult_bits - 1)
     return m, n
 
 
@@ -125,6 +139,6 @@ def int_layernorm(x: torch.Tensor, in_scale: torch.Tensor, out_scale: torch.Tens
     std = ((s_min / c) * torch.sqrt((c * sum_x2 - sum_x * sum_x).clamp_min(0))).clamp_min(1e-12)
     a = (s_min / std) * weight / out_scale  # (..., C)
     m, n = pow2_multiplier(a)
-    shift = torch.exp2(n)
+    shift = _pow2(n)
     b = torch.round((bias - (mean / std) * weight) / out_scale * shift)
     return torch.round((torch.sign(a) * m * x_q + b) / shift) * out_scale

@@ -48,6 +48,7 @@ class UniformQuantizer(QuantSwitch, nn.Module):
         self.register_buffer("zero_point", torch.zeros(0))
         self.calibrating = False
         self.enabled = True
+        self.onnx_qdq = False  # set by evolq_pl.export.onnx_io while exporting
         self._last: torch.Tensor | None = None
 
     @property
@@ -82,8 +83,27 @@ class UniformQuantizer(QuantSwitch, nn.Module):
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         if not self.calibrated:
             raise NotCalibratedError("quantizer used before calibration: run evolq_pl.calibrate(model, batches) first")
+        if self.onnx_qdq:
+            return self._qdq(x)
         return fake_quant(x, self.broadcast(self.scale, x), self.broadcast(self.zero_point, x),
                           self.bit_type.lower, self.bit_type.upper)
+
+    def _qdq(self, x: torch.Tensor) -> torch.Tensor:
+        """PyTorch's fake-quant ops, which export to ONNX QuantizeLinear → DequantizeLinear (x·(1/s) rounding)."""
+        lo, hi = self.bit_type.lower, self.bit_type.upper
+        zp = self.zero_point.round().to(torch.int32)
+        if self.scale.numel() == 1:
+            return torch.fake_quantize_per_tensor_affine(x, self.scale.float(), zp, lo, hi)
+        return torch.fake_quantize_per_channel_affine(x, self.scale, zp, channel_dim_of(x, self.is_weight), lo, hi)
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """The integer codes q = clamp(round(x/s + z)) (as floats), same arithmetic as ``quantize``."""
+        s, z = self.broadcast(self.scale, x), self.broadcast(self.zero_point, x)
+        return x.detach().div(s).add_(z).round_().clamp_(self.bit_type.lower, self.bit_type.upper)
+
+    def dequantize(self, q: torch.Tensor) -> torch.Tensor:
+        """(q − z)·s: with ``codes`` this reproduces ``quantize`` exactly."""
+        return (q - self.broadcast(self.zero_point, q)).mul_(self.broadcast(self.scale, q))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.calibrating:

@@ -1,0 +1,4 @@
+"""Export of calibrated/searched models: real low-bit weights (safetensors) and ONNX QDQ."""
+from evolq_pl.export.safetensors_io import ExportError, export_safetensors, load_safetensors
+
+__all__ = ["ExportError", "export_safetensors", "load_safetensors"]

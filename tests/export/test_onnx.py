@@ -1,0 +1,44 @@
+"""ONNX QDQ export checked with onnxruntime on the shipped reference models."""
+import pytest
+import torch
+
+from evolq_pl import QuantConfig, calibrate, create_quant_model
+from evolq_pl.export import ExportError
+from evolq_pl.export.onnx_io import export_onnx
+from evolq_pl.lightning.fashion_mnist import FashionMNISTDataModule
+from evolq_pl.lightning.metrics import evaluate
+from evolq_pl.models.reference import reference_model
+
+ort = pytest.importorskip("onnxruntime", reason="pip install -e '.[export]'")
+
+
+@pytest.mark.parametrize("name", ["deit_fmnist", "levit_fmnist"])
+def test_onnxruntime_top1_matches_pytorch(name, tmp_path, fashion_mnist_available):
+    if not fashion_mnist_available:
+        pytest.skip("dataset-fashion-mnist not installed (.ci/run installs it)")
+    ref = reference_model(name)
+    model = create_quant_model(ref["model_name"], QuantConfig(w_bits=4), checkpoint_path=ref["path"],
+                               **ref["model_kwargs"])
+    dm = FashionMNISTDataModule(image_size=ref["image_size"], batch_size=500, eval_size=2000, calib_size=200)
+    calibrate(model, dm.calibration_data().batches())
+    path = export_onnx(model, dm.calibration_data().images[:2], tmp_path / "m.onnx")
+    assert "QuantizeLinear" in path.read_bytes().decode("latin-1")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    correct = total = 0
+    for x, y in dm.eval_dataloader():
+        logits = session.run(None, {"images": x.numpy()})[0]
+        correct += int((torch.from_numpy(logits).argmax(1) == y).sum())
+        total += len(y)
+    onnx_top1 = 100.0 * correct / total
+    torch_top1 = evaluate(model, dm.eval_dataloader(), 10)["top1"]
+    assert total == 2000 and abs(onnx_top1 - torch_top1) <= 0.2
+
+
+def test_onnx_refuses_uncalibrated_and_existing(tmp_path):
+    model = create_quant_model("deit_tiny_patch16_224", img_size=32, depth=1)
+    with pytest.raises(ExportError, match="not calibrated"):
+        export_onnx(model, torch.randn(1, 3, 32, 32), tmp_path / "a.onnx")
+    calibrate(model, [torch.randn(2, 3, 32, 32)])
+    (tmp_path / "b.onnx").write_bytes(b"x")
+    with pytest.raises(ExportError, match="exists"):
+        export_onnx(model, torch.randn(1, 3, 32, 32), tmp_path / "b.onnx")
