@@ -168,7 +168,7 @@ def plot(records: dict[str, dict[str, Any]]) -> None:
     ax.set_ylim(max(0, lo - 2), max(floats) + 1)
     ax.set_ylabel("test top-1 (%)")
     ax.set_title("Fashion-MNIST reference models: calibrated init vs Evol-Q (mean ± std over seeds)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(RESULTS / "accuracy.png", dpi=120)
 
