@@ -21,8 +21,9 @@ def quantize_model(model: nn.Module, cfg: QuantConfig | None = None) -> nn.Modul
     The result must be calibrated (``evolq_pl.calibrate``) before it is run with quantization on.
     """
     cfg = cfg or QuantConfig()
-    if type(model) not in CONVERTERS:
-        supported = sorted(t.__name__ for t in CONVERTERS if t in PREPARERS or hasattr(t, "patch_embed") or "Vision" in t.__name__)
+    roots = {t for t in CONVERTERS if hasattr(t, "forward_features")}  # whole timm models, not layers
+    if type(model) not in roots:
+        supported = sorted(t.__name__ for t in roots)
         raise TypeError(f"cannot quantize a {type(model).__name__}; supported model classes: {', '.join(supported)}")
     if cfg.input_quant is None:
         cfg = replace(cfg, input_quant=False)

@@ -101,6 +101,12 @@ def test_search_units_counts_and_round_trip():
     assert len(search_units(create_quant_model("levit_256"))) == 14
 
 
+def test_quantize_model_rejects_other_modules():
+    from evolq_pl.models import quantize_model
+    with pytest.raises(TypeError, match="cannot quantize a Linear; supported model classes: Levit, LevitDistilled, VisionTransformer"):
+        quantize_model(torch.nn.Linear(2, 2))
+
+
 def test_bad_inputs_are_named():
     with pytest.raises(UnknownModelError, match="'resnet50'.*deit_tiny_patch16_224"):
         create_quant_model("resnet50")
