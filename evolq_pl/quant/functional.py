@@ -114,10 +114,11 @@ def bias_correct(w: torch.Tensor, w_hat: torch.Tensor) -> torch.Tensor:
 
 
 def pow2_multiplier(a: torch.Tensor, max_shift: int = 31, mult_bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Represent |a| ≈ M·2^−N, N = clamp(7 − floor(log2|a|), 0, 31), M = clamp(floor(|a|·2^N), 0, 255)."""
-    n = torch.clamp(mult_bits - 1 - torch.floor(torch.log2(a.abs())), 0, max_shift)
-    m = torch.clamp(torch.floor(a.abs() * _pow2(n)), 0, 2**mult_bits - 1)
-    return m, n
+    """Represent |a| ≈ M·2^−N, N = clamp(7 − floor(log2|a|), 0, 31), M = clamp(floor(|a|·2^N), 0, 255).
+    Returns (M, 2^N)."""
+    a_abs = a.abs()
+    shift = _pow2(torch.log2(a_abs).floor_().neg_().add_(mult_bits - 1).clamp_(0, max_shift))
+    return a_abs.mul_(shift).floor_().clamp_(0, 2**mult_bits - 1), shift
 
 
 def int_layernorm(x: torch.Tensor, in_scale: torch.Tensor, out_scale: torch.Tensor, weight: torch.Tensor,
@@ -133,12 +134,11 @@ def int_layernorm(x: torch.Tensor, in_scale: torch.Tensor, out_scale: torch.Tens
     """
     c = x.shape[-1]
     s_min = in_scale.min()
-    x_q = torch.round(x / in_scale) * torch.round(in_scale / s_min)  # x̃: integers on the s_min grid
-    sum_x, sum_x2 = x_q.sum(-1, keepdim=True), (x_q * x_q).sum(-1, keepdim=True)
+    x_q = x.div(in_scale).round_().mul_(torch.round(in_scale / s_min))  # x̃: integers on the s_min grid
+    sum_x, sum_x2 = x_q.sum(-1, keepdim=True), (x_q * x_q).sum(-1, keepdim=True)  # (..., 1)
     mean = s_min * sum_x / c
     std = ((s_min / c) * torch.sqrt((c * sum_x2 - sum_x * sum_x).clamp_min(0))).clamp_min(1e-12)
-    a = (s_min / std) * weight / out_scale  # (..., C)
-    m, n = pow2_multiplier(a)
-    shift = _pow2(n)
-    b = torch.round((bias - (mean / std) * weight) / out_scale * shift)
-    return torch.round((torch.sign(a) * m * x_q + b) / shift) * out_scale
+    a = ((s_min / std) * weight).div_(out_scale)  # (..., C)
+    m, shift = pow2_multiplier(a)
+    b = ((mean / std) * weight).neg_().add_(bias).div_(out_scale).mul_(shift).round_()
+    return m.mul_(torch.sign(a)).mul_(x_q).add_(b).div_(shift).round_().mul_(out_scale)
