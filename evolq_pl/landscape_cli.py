@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from evolq_pl.argv import split_passthrough
 from evolq_pl.cli_build import build
 from evolq_pl.lightning.metrics import evaluate

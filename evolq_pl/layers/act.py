@@ -1,7 +1,6 @@
 """Activation quantization points: ordinary (A8, per tensor) and residual-stream PTF (P8, per channel)."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from evolq_pl.quant.config import QuantConfig
@@ -30,6 +29,3 @@ def bind(owner: nn.Module, name: str, target: nn.Module) -> None:
     """Reference ``target`` from ``owner`` without registering it as a child (it lives elsewhere in the tree)."""
     object.__setattr__(owner, name, target)
 
-
-def identity(x: torch.Tensor) -> torch.Tensor:
-    return x

@@ -16,7 +16,6 @@ from typing import Any, Iterator
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torchmetrics.classification import MulticlassAccuracy
 
 from evolq_pl.lightning.calibration import CalibrationData
 from evolq_pl.lightning.plots import plot_progress

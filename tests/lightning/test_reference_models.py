@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from evolq_pl.lightning.fashion_mnist import DatasetNotFoundError, FashionMNISTDataModule, load_fashion_mnist
 from evolq_pl.lightning.metrics import evaluate

@@ -1,6 +1,4 @@
 """Quantizer math against values computed by hand."""
-import math
-
 import pytest
 import torch
 
