@@ -143,3 +143,15 @@ def test_offline_without_weights_names_tag(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
     assert out.startswith("CheckpointError") and "vit_base_patch16_224.augreg_in21k_ft_in1k" in out
     assert "checkpoint_path" in out
+
+
+def test_saved_random_checkpoint_reloads_identically(tmp_path):
+    from evolq_pl.models.factory import sha256_file
+    kw = dict(img_size=32, depth=1)
+    model = randomize_(create_float_model("deit_small_patch16_224", **kw), seed=3)
+    torch.save({"model": model.state_dict()}, tmp_path / "w.pth")  # FAIR-style key, as the DeiT releases
+    again = create_float_model("deit_small_patch16_224", checkpoint_path=str(tmp_path / "w.pth"),
+                               checkpoint_sha256=sha256_file(tmp_path / "w.pth"), **kw)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), again(x))
