@@ -141,6 +141,8 @@ def report(records: dict[str, dict[str, Any]]) -> str:
         g = group(pred)
         if g:
             parts.append(f"### {title}\n\n" + table(header, rows(g)) + "\n")
+    parts.append("`search s` includes the per-candidate test evaluation of the losses/hard suites and the per-step "
+                 "test evaluation of `test_oracle`; runs shared the 2 cores with up to four other processes.\n")
     parts.append("![accuracy](benchmarks/results/accuracy.png)\n")
     return "\n".join(parts)
 
