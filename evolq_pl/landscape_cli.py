@@ -16,7 +16,7 @@ from typing import Any
 
 from evolq_pl.argv import split_passthrough
 from evolq_pl.cli_build import build
-from evolq_pl.lightning.metrics import evaluate
+from evolq_pl.lightning.metrics import evaluate, first_images
 from evolq_pl.lightning.plots import plot_landscape
 from evolq_pl.quant import calibrate
 from evolq_pl.search import FitnessEvaluator
@@ -32,12 +32,7 @@ def run(configs: list[str], spec: SweepSpec, out: Path, ckpt_path: str | None = 
         calibrate(module.model, calib.batches())
     cfg = module.search_cfg
     evaluator = FitnessEvaluator(module.model, calib.batches(), cfg.loss, cfg.temperature, features=cfg.features)
-    subset, seen = [], 0
-    for x, y in dm.eval_dataloader():
-        subset.append((x, y))
-        seen += len(y)
-        if seen >= eval_size:
-            break
+    subset = first_images(dm.eval_dataloader(), eval_size)
     top1 = lambda: evaluate(module.model, subset, module.num_classes)["top1"]  # noqa: E731
     rows = sweep(module.units[spec.unit], evaluator, calib.label_batches(), spec, top1, cfg.temperature)
     out.mkdir(parents=True, exist_ok=True)

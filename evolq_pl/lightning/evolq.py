@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from evolq_pl.lightning.calibration import CalibrationData
 from evolq_pl.lightning.plots import plot_progress
-from evolq_pl.lightning.metrics import evaluate, spearman, topk_metrics
+from evolq_pl.lightning.metrics import evaluate, first_images, spearman, topk_metrics
 from evolq_pl.lightning.selection import build_selector, load_scales, snapshot_scales
 from evolq_pl.models import create_quant_model, search_units
 from evolq_pl.quant import QuantConfig, calibrate, quant_disabled
@@ -92,6 +92,7 @@ class EvolQModule(L.LightningModule):
         self.history: list[dict[str, Any]] = []
         self.candidate_eval_size = candidate_eval_size
         self.candidates: list[tuple[float, float]] = []  # (calibration fitness, eval-subset top-1)
+        self._candidate_batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.evaluator: FitnessEvaluator | None = None
         self.num_classes = getattr(self.model, "num_classes", 1000)
         self.val_metrics = torch.nn.ModuleDict(topk_metrics(self.num_classes))
@@ -176,14 +177,9 @@ class EvolQModule(L.LightningModule):
         return None
 
     def _record_candidate(self, unit: Any, fitness: float) -> None:
-        loader = self.trainer.datamodule.eval_dataloader()
-        seen, batches = 0, []
-        for x, y in loader:
-            batches.append((x, y))
-            seen += len(y)
-            if seen >= self.candidate_eval_size:
-                break
-        top1 = evaluate(self.model, batches, self.num_classes, self.device)["top1"]
+        if self._candidate_batches is None:  # collected once, reused for every candidate
+            self._candidate_batches = first_images(self.trainer.datamodule.eval_dataloader(), self.candidate_eval_size)
+        top1 = evaluate(self.model, self._candidate_batches, self.num_classes, self.device)["top1"]
         self.candidates.append((fitness, top1))
 
     def _selection_score(self) -> float:

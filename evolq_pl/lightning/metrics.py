@@ -25,6 +25,17 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     return {k: 100.0 * m.compute().item() for k, m in metrics.items()}
 
 
+def first_images(loader: Iterable[tuple[torch.Tensor, torch.Tensor]], n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's batches up to (at least) ``n`` images, kept in memory for repeated evaluation."""
+    batches, seen = [], 0
+    for x, y in loader:
+        batches.append((x, y))
+        seen += len(y)
+        if seen >= n:
+            break
+    return batches
+
+
 def _ranks(values: list[float]) -> torch.Tensor:
     """Average ranks (ties share the mean rank)."""
     v = torch.tensor(values, dtype=torch.float64)

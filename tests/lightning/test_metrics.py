@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from evolq_pl.lightning.metrics import evaluate, spearman
+from evolq_pl.lightning.metrics import evaluate, first_images, spearman
 
 
 def test_spearman_by_hand():
@@ -20,3 +20,8 @@ def test_evaluate_top1_top5():
     model = torch.nn.Identity()
     out = evaluate(model, [(logits, labels)], num_classes=10)
     assert out["top1"] == pytest.approx(50.0)
+
+
+def test_first_images_stops_after_n():
+    batches = [(torch.zeros(4, 1), torch.zeros(4)) for _ in range(5)]
+    assert len(first_images(batches, 6)) == 2 and len(first_images(batches, 100)) == 5
