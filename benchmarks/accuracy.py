@@ -86,8 +86,14 @@ def run(spec: dict[str, Any], threads_note: str) -> dict[str, Any]:
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     record = json.loads((module.results_dir() / "results.json").read_text())
-    record.update(spec=spec, key=key(spec), wall_seconds=time.perf_counter() - start, threads=threads_note)
+    record.update(spec=spec, key=key(spec), wall_seconds=time.perf_counter() - start, threads=threads_note,
+                  checkpoint_sha256=ref["sha256"])
     return record
+
+
+def is_current(record: dict[str, Any]) -> bool:
+    """Whether a record was measured on the reference checkpoint shipped now (a retrained model supersedes it)."""
+    return record.get("checkpoint_sha256") == reference_model(record["spec"]["ref"])["sha256"]
 
 
 def mean_std(values: list[float]) -> str:
@@ -96,13 +102,20 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
-def report(records: dict[str, dict[str, Any]]) -> str:
-    recs = list(records.values())
+def load() -> dict[str, Any]:
+    """{"records": key → record, "superseded": records replaced after their checkpoint was retrained}."""
+    stored = json.loads(JSON.read_text()) if JSON.exists() else {}
+    return {"records": stored.get("records", {}), "superseded": stored.get("superseded", [])}
+
+
+def report(records: dict[str, dict[str, Any]], superseded: list[dict[str, Any]] = ()) -> str:
+    recs = [r for r in records.values() if is_current(r)]
+    stale = [r for r in records.values() if not is_current(r)] + list(superseded)
     m = recs[0]["machine"] if recs and "machine" in recs[0] else machine()
 
-    def group(pred) -> dict[tuple, list[dict[str, Any]]]:
+    def group(pred, pool: list[dict[str, Any]] = recs) -> dict[tuple, list[dict[str, Any]]]:
         out: dict[tuple, list[dict[str, Any]]] = {}
-        for r in recs:
+        for r in pool:
             if pred(r):
                 s = r["spec"]
                 out.setdefault((s["ref"], s["w_bits"], s["a_bits"], s.get("selection", "calibration"),
@@ -141,6 +154,11 @@ def report(records: dict[str, dict[str, Any]]) -> str:
         g = group(pred)
         if g:
             parts.append(f"### {title}\n\n" + table(header, rows(g)) + "\n")
+    if stale:
+        shas = sorted({f"{r['spec']['ref']} `{r.get('checkpoint_sha256', 'unknown')[:8]}`" for r in stale})
+        parts.append(f"### Superseded: measured on an earlier checkpoint ({', '.join(shas)})\n\nKept for the record; "
+                     f"not comparable with the tables above. Rerun with the same `--suite` to replace them.\n\n"
+                     + table(header, rows(group(lambda r: True, stale))) + "\n")
     parts.append("`search s` includes the per-candidate test evaluation of the losses/hard suites and the per-step "
                  "test evaluation of `test_oracle`; runs shared the 2 cores with up to four other processes.\n")
     parts.append("![accuracy](benchmarks/results/accuracy.png)\n")
@@ -152,7 +170,7 @@ def plot(records: dict[str, dict[str, Any]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    main = [r for r in records.values() if r["spec"]["suite"] == "main"]
+    main = [r for r in records.values() if r["spec"]["suite"] == "main" and is_current(r)]
     labels = sorted({(r["spec"]["ref"], r["spec"]["w_bits"]) for r in main})
     if not labels:
         return
@@ -183,23 +201,26 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="rerun records that already exist")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
-    records: dict[str, dict[str, Any]] = json.loads(JSON.read_text())["records"] if JSON.exists() else {}
+    stored = load()
     if not args.report_only:
         import torch
         threads = f"{torch.get_num_threads()} threads"
         for spec in specs(args.suite, args.seeds):
-            if spec["ref"] not in args.models or (key(spec) in records and not args.force):
+            done = key(spec) in stored["records"] and is_current(stored["records"][key(spec)])
+            if spec["ref"] not in args.models or (done and not args.force):
                 continue
             print(f"== {key(spec)}", flush=True)
             record = run(spec, threads)
             record["machine"] = machine()
-            # merge with records another process may have written meanwhile
-            records = {**(json.loads(JSON.read_text())["records"] if JSON.exists() else {}), key(spec): record}
-            write_json("accuracy", {"records": records})
-    plot(records)
-    update_section("accuracy", report(records))
-    print(report(records))
-
+            stored = load()  # merge with records another process may have written meanwhile
+            old = stored["records"].get(key(spec))
+            if old is not None and not is_current(old):
+                stored["superseded"].append(old)
+            stored["records"][key(spec)] = record
+            write_json("accuracy", stored)
+    plot(stored["records"])
+    update_section("accuracy", report(stored["records"], stored["superseded"]))
+    print(report(stored["records"], stored["superseded"]))
 
 if __name__ == "__main__":
     main()
