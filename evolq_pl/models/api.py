@@ -36,8 +36,9 @@ def quantize_model(model: nn.Module, cfg: QuantConfig | None = None) -> nn.Modul
 
 
 def create_quant_model(name: str, cfg: QuantConfig | None = None, pretrained: bool = False,
-                       checkpoint_path: str | None = None, **timm_kwargs: Any) -> nn.Module:
-    """Create a supported timm model (optionally with weights) and quantize it.
+                       checkpoint_path: str | None = None, checkpoint_sha256: str | None = None,
+                       **timm_kwargs: Any) -> nn.Module:
+    """Create a supported timm model (optionally with weights, checked against ``checkpoint_sha256``) and quantize it.
 
     DeiT quantizes its input image, ViT does not (reference §4.1); LeViT never does (§4.2),
     unless ``cfg.input_quant`` says otherwise.
@@ -45,7 +46,8 @@ def create_quant_model(name: str, cfg: QuantConfig | None = None, pretrained: bo
     cfg = cfg or QuantConfig()
     if cfg.input_quant is None:
         cfg = replace(cfg, input_quant=name.startswith("deit"))
-    model = create_float_model(name, pretrained=pretrained, checkpoint_path=checkpoint_path, **timm_kwargs)
+    model = create_float_model(name, pretrained=pretrained, checkpoint_path=checkpoint_path,
+                               checkpoint_sha256=checkpoint_sha256, **timm_kwargs)
     return quantize_model(model, cfg)
 
 

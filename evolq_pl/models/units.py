@@ -8,6 +8,7 @@ from torch import nn
 
 from evolq_pl.layers import QLinear
 from evolq_pl.layers.act import QAct
+from evolq_pl.quant.modes import QuantSwitch, switches
 from evolq_pl.quant.quantizer import UniformQuantizer
 
 # residual-unit type → attribute holding its attention module (registered by each model family)
@@ -87,3 +88,17 @@ def search_units(model: nn.Module, include_mlp: bool = False, include_acts: bool
         bits = min(q.bit_type.bits for q in _weight_quantizers(attn) or quants)
         units.append(SearchUnit(names[id(attn)], index, quants, bits))
     return units
+
+
+def quantizer_groups(model: nn.Module) -> dict[str, list[QuantSwitch]]:
+    """Every quantization switch of ``model`` in three disjoint groups, to split the error between them.
+
+    ``searched``: the scales the paper's search moves (attention weights); ``other_weights``: every other
+    weight quantizer; ``activations``: activation, softmax and integer-LayerNorm switches.
+    """
+    searched = [q for unit in search_units(model) for q in unit.quantizers]
+    ids = {id(q) for q in searched}
+    everything = switches(model)
+    weights = [m for m in everything if isinstance(m, UniformQuantizer) and m.is_weight and id(m) not in ids]
+    acts = [m for m in everything if not (isinstance(m, UniformQuantizer) and m.is_weight)]
+    return {"searched": searched, "other_weights": weights, "activations": acts}

@@ -39,9 +39,12 @@ def calibration_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextmanager
-def quant_disabled(model: nn.Module) -> Iterator[nn.Module]:
-    """The true float model: every quantizer off and integer LayerNorm back to float LayerNorm."""
-    mods = switches(model)
+def quant_disabled(model: nn.Module, only: Iterable[QuantSwitch] | None = None) -> Iterator[nn.Module]:
+    """The true float model: every quantizer off and integer LayerNorm back to float LayerNorm.
+
+    ``only``: turn off just these switches (e.g. one group of quantizers, to measure its share of the error).
+    """
+    mods = switches(model) if only is None else list(only)
     saved = [m.enabled for m in mods]
     for m in mods:
         m.enabled = False

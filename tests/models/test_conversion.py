@@ -7,9 +7,11 @@ from evolq_pl import QuantConfig, calibrate, create_quant_model, quant_disabled,
 from evolq_pl.layers import QLinear
 from evolq_pl.models import SUPPORTED_MODELS, UnknownModelError, format_report, unquantized_layers
 from evolq_pl.models.factory import create_float_model
+from evolq_pl.models.units import quantizer_groups
 from evolq_pl.models.random_init import randomize_
 from evolq_pl.models.vit import QAttention
 from evolq_pl.quant import NotCalibratedError
+from evolq_pl.quant.modes import switches
 
 # reduced depth / resolution for CPU speed; the width and structure are the real ones
 SMALL = {
@@ -99,6 +101,17 @@ def test_search_units_counts_and_round_trip():
     lev = create_quant_model("levit_128s")
     assert len(search_units(lev)) == 11  # 9 Attention + 2 AttentionSubsample (reference §6.2)
     assert len(search_units(create_quant_model("levit_256"))) == 14
+
+
+def test_quantizer_groups_partition_every_switch():
+    q = create_quant_model("deit_tiny_patch16_224", img_size=32, depth=2)
+    groups = quantizer_groups(q)
+    ids = [id(m) for g in groups.values() for m in g]
+    assert len(ids) == len(set(ids)) == len(switches(q))  # disjoint and complete
+    # searched = qkv + proj of each block; other weights = patch embed + fc1/fc2 per block + head
+    assert len(groups["searched"]) == 2 * 2
+    assert len(groups["other_weights"]) == 1 + 2 * 2 + 1
+    assert all(not getattr(m, "is_weight", False) for m in groups["activations"])
 
 
 def test_quantize_model_rejects_other_modules():

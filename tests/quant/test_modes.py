@@ -40,6 +40,21 @@ def test_quant_disabled_gives_float_and_restores():
     assert not torch.allclose(m(x), nn.functional.linear(x, m[0].weight, m[0].bias))
 
 
+def test_quant_disabled_only_a_subset():
+    torch.manual_seed(0)
+    m = nn.Sequential(QLinear.from_float(nn.Linear(4, 3), QuantConfig(w_bits=3)),
+                      QLinear.from_float(nn.Linear(3, 2), QuantConfig(w_bits=3)))
+    x = torch.randn(5, 4)
+    calibrate(m, [x])
+    # second layer float, first still quantized: by hand from the first layer's quantized weight
+    expected = nn.functional.linear(m[0](x), m[1].weight, m[1].bias)
+    with quant_disabled(m, only=[m[1].weight_quantizer]):
+        assert m[0].weight_quantizer.enabled and not m[1].weight_quantizer.enabled
+        torch.testing.assert_close(m(x), expected)
+    assert m[1].weight_quantizer.enabled
+    assert not torch.allclose(m(x), expected)
+
+
 def test_calibrate_bad_inputs():
     m = _tiny()
     with pytest.raises(ValueError, match="empty iterable"):
