@@ -1,6 +1,6 @@
 """Turn a reference-model training checkpoint into the shipped float weights + manifest entry.
 
-    python benchmarks/export_reference.py --name deit_fmnist --config configs/reference/deit_fmnist.yaml \
+    python -m benchmarks.export_reference --name deit_fmnist --config configs/reference/deit_fmnist.yaml \
         --ckpt runs/reference/deit_fmnist/lightning_logs/version_0/checkpoints/last.ckpt
 
 Writes evolq_pl/reference_models/<name>.pt and updates manifest.json with its sha256 and the float
