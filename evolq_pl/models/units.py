@@ -91,14 +91,17 @@ def search_units(model: nn.Module, include_mlp: bool = False, include_acts: bool
 
 
 def quantizer_groups(model: nn.Module) -> dict[str, list[QuantSwitch]]:
-    """Every quantization switch of ``model`` in three disjoint groups, to split the error between them.
+    """Every quantization switch of ``model`` in four disjoint groups, to split the error between them.
 
-    ``searched``: the scales the paper's search moves (attention weights); ``other_weights``: every other
-    weight quantizer; ``activations``: activation, softmax and integer-LayerNorm switches.
+    ``searched``: the scales the paper's search moves (attention weights); ``mlp``: the MLP weights that
+    ``include_mlp`` adds to the search; ``other_weights``: every other weight quantizer (patch embed or
+    stem, head); ``activations``: activation, softmax and integer-LayerNorm switches.
     """
     searched = [q for unit in search_units(model) for q in unit.quantizers]
-    ids = {id(q) for q in searched}
+    seen = {id(q) for q in searched}
+    mlp = [q for unit in search_units(model, include_mlp=True) for q in unit.quantizers if id(q) not in seen]
+    seen |= {id(q) for q in mlp}
     everything = switches(model)
-    weights = [m for m in everything if isinstance(m, UniformQuantizer) and m.is_weight and id(m) not in ids]
+    weights = [m for m in everything if isinstance(m, UniformQuantizer) and m.is_weight and id(m) not in seen]
     acts = [m for m in everything if not (isinstance(m, UniformQuantizer) and m.is_weight)]
-    return {"searched": searched, "other_weights": weights, "activations": acts}
+    return {"searched": searched, "mlp": mlp, "other_weights": weights, "activations": acts}
