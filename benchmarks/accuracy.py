@@ -1,7 +1,7 @@
 """Accuracy benchmark on real data: the shipped Fashion-MNIST reference models, paper-default search.
 
-    python benchmarks/accuracy.py --suite main selection losses hard   # any subset; resumable
-    python benchmarks/accuracy.py --report-only                        # rebuild tables/plot from the JSON
+    python -m benchmarks.accuracy --suite main selection losses hard   # any subset; resumable
+    python -m benchmarks.accuracy --report-only                        # rebuild tables/plot from the JSON
 
 Suites:
   main       both models × W3A8, W4A8, W8A8 × seeds (calibration-fitness selection, the default)
@@ -44,7 +44,7 @@ VARIANTS = {
 JSON = RESULTS / "accuracy.json"
 
 
-def specs(suites: list[str], seeds: list[int]) -> list[dict[str, Any]]:
+def specs(suites: list[str], seeds: list[int], variants: list[str] = list(VARIANTS)) -> list[dict[str, Any]]:
     out = []
     for suite in suites:
         if suite == "main":
@@ -57,7 +57,7 @@ def specs(suites: list[str], seeds: list[int]) -> list[dict[str, Any]]:
                     for loss in ("infonce", "mse", "kl", "cosine")]
         elif suite == "variants":
             out += [dict(suite=suite, ref=m, w_bits=3, a_bits=8, seed=s, variant=v)
-                    for m in MODELS for v in VARIANTS for s in seeds]
+                    for m in MODELS for v in variants for s in seeds]
         elif suite == "hard":
             out += [dict(suite=suite, ref=m, w_bits=3, a_bits=4, seed=0, candidates=2000) for m in MODELS]
         else:
@@ -138,7 +138,7 @@ def report(records: dict[str, dict[str, Any]], superseded: list[dict[str, Any]] 
 
     header = ["model", "bits", "selection", "loss", "seeds", "float top-1", "init top-1", "Evol-Q top-1",
               "Δ top-1 (Evol-Q − init)", "fitness gain", "Spearman(fitness, top-1)", "search s"]
-    parts = [f"## Accuracy on Fashion-MNIST (issue 4)\n\n`python benchmarks/accuracy.py --suite ...` — shipped reference "
+    parts = [f"## Accuracy on Fashion-MNIST (issue 4)\n\n`python -m benchmarks.accuracy --suite ...` — shipped reference "
              f"models, paper-default search (P = 10, K = 3, population 15, tournament 10), 1,000 calibration "
              f"images (seeded by the run's seed), top-1 on all 10,000 test images, mean ± std over seeds. "
              f"{machine_line(m)}\n"]
@@ -199,6 +199,7 @@ def main() -> None:
     parser.add_argument("--suite", nargs="+", default=["main"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--force", action="store_true", help="rerun records that already exist")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
@@ -206,7 +207,7 @@ def main() -> None:
     if not args.report_only:
         import torch
         threads = f"{torch.get_num_threads()} threads"
-        for spec in specs(args.suite, args.seeds):
+        for spec in specs(args.suite, args.seeds, args.variants):
             done = key(spec) in stored["records"] and is_current(stored["records"][key(spec)])
             if spec["ref"] not in args.models or (done and not args.force):
                 continue

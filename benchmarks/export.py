@@ -1,7 +1,7 @@
 """Export benchmark (issue 7): file sizes per bit width, onnxruntime vs PyTorch top-1 on all 10,000 test
 images, and CPU latency per image (batch 1) of onnxruntime vs PyTorch float.
 
-    python benchmarks/export.py
+    python -m benchmarks.export
 """
 from __future__ import annotations
 
@@ -69,8 +69,9 @@ def main() -> None:
              f"1/{r['float_bytes'] / r['safetensors_bytes']:.1f}", f"{r['top1_pytorch_quant']:.2f}",
              f"{r['top1_onnxruntime']:.2f}", f"{r['latency_ms_pytorch_float']:.2f}", f"{r['latency_ms_pytorch_quant']:.2f}",
              f"{r['latency_ms_onnxruntime']:.2f}"] for r in records]
-    md = ("## Export (issue 7)\n\n`python benchmarks/export.py` — calibrated init of the shipped reference models "
-          f"(1,000 calibration images), all 10,000 test images, latency = median of 200 single-image calls. {machine_line(m)}\n\n"
+    shas = ", ".join(f"{n} `{reference_model(n)['sha256'][:8]}`" for n in ("deit_fmnist", "levit_fmnist"))
+    md = ("## Export (issue 7)\n\n`python -m benchmarks.export` — calibrated init of the shipped reference models "
+          f"({shas}; 1,000 calibration images), all 10,000 test images, latency = median of 200 single-image calls. {machine_line(m)}\n\n"
           + table(["model", "bits", "float KiB", "safetensors KiB", "ratio", "PyTorch quant top-1", "onnxruntime top-1",
                    "PyTorch float ms/img", "PyTorch fake-quant ms/img", "onnxruntime QDQ ms/img"], rows)
           + "\n\nThe small models have 64–128-wide rows, so the per-channel scale, zero point and bias-correction "

@@ -4,8 +4,8 @@ Per model: float forward img/s, quantized forward img/s, candidate evaluations/s
 averaged over units), and the paper-default search (P = 10, K = 3, 1,000 images): measured end to end
 (calibration included) for the models in --full, projected from the evaluation rate for the others.
 
-    python benchmarks/gpu_check.py --out gpu_check.json                 # on the GPU machine
-    python benchmarks/gpu_check.py --quick --out /tmp/gpu_check.json    # CPU smoke test of the script
+    python -m benchmarks.gpu_check --out gpu_check.json                 # on the GPU machine
+    python -m benchmarks.gpu_check --quick --out /tmp/gpu_check.json    # CPU smoke test of the script
 """
 from __future__ import annotations
 

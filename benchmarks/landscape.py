@@ -1,6 +1,6 @@
 """Landscape roughness on the DeiT-shaped reference model at W3A8, W4A8, W8A8 (issue 8).
 
-    python benchmarks/landscape.py [--units 0 5] [--steps 21] [--radius 0.05] [--directions 0 1]
+    python -m benchmarks.landscape [--units 0 5] [--steps 21] [--radius 0.05] [--directions 0 1]
 
 For each bit width, unit and seeded direction: a 1-D sweep of the unit's scales (relative radius), with
 each fitness loss, calibration cross-entropy and top-1 on 2,000 test images; roughness = total variation /
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from benchmarks.report import RESULTS, machine, machine_line, table, update_section, write_json
 from evolq_pl.landscape_cli import run
+from evolq_pl.models.reference import reference_model
 from evolq_pl.search.landscape import SweepSpec
 
 CONFIG = "configs/fmnist/deit.yaml"
@@ -56,7 +57,9 @@ def main() -> None:
         span = statistics.mean(max(x["infonce"] for x in r["rows"]) - min(x["infonce"] for x in r["rows"]) for r in rs)
         row.append(f"{span:.2e}")
         rows.append(row)
-    md = (f"## Loss landscape roughness (issue 8)\n\n`python benchmarks/landscape.py` — DeiT-shaped reference model, "
+    sha = reference_model("deit_fmnist")["sha256"]
+    md = (f"## Loss landscape roughness (issue 8)\n\n`python -m benchmarks.landscape` — DeiT-shaped reference model "
+          f"(checkpoint `{sha[:8]}`), "
           f"1-D sweeps s·(1 + a·d), a ∈ [−{args.radius}, {args.radius}] in {args.steps} steps, units {args.units}, "
           f"direction seeds {args.directions} (means over {len(args.units) * len(args.directions)} curves per "
           f"row). Cell = total variation / range (1 monotone, 2 one bowl, higher = more jagged) / interior local "

@@ -5,7 +5,7 @@
 (c) whole search with prefix caching vs the same search with full-forward evaluation (same seed; the final
     scales must be identical) — target ≥ 1.6× faster.
 
-    python benchmarks/search_speed.py [--calib 200] [--passes 2]
+    python -m benchmarks.search_speed [--calib 200] [--passes 2]
 """
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def main() -> None:
             ["(b) quantized / float forward", f"{data['quant_over_float']:.2f}", "≤ 2.0 (CPU)"],
             ["(c) search speed-up, cached vs full forward", f"{data['search_speedup']:.2f}×", "≥ 1.6×"],
             ["same final scales in (c)", str(same), "True"]]
-    md = (f"## Search speed (issue 3)\n\n`python benchmarks/search_speed.py --calib {args.calib} --passes {args.passes}` — "
+    md = (f"## Search speed (issue 3)\n\n`python -m benchmarks.search_speed --calib {args.calib} --passes {args.passes}` — "
           f"12-block DeiT-shaped model (dim 64, 50 tokens, random weights), W4A8, {args.calib} calibration images, "
           f"P = {args.passes}, K = 3. {machine_line(m)}\n\n" + table(["measure", "measured", "target"], rows) +
           f"\n\nRaw: full-forward evaluation {full_eval * 1e3:.1f} ms, float forward {float_fwd * 1e3:.1f} ms, "
