@@ -10,7 +10,7 @@ Suites:
   losses     DeiT-shaped model at W3A8: infoNCE, MSE, KL, cosine, with the fitness/top-1 rank correlation
              over all evaluated candidates (top-1 on a fixed 2,000-image test subset)
   variants   both models at W3A8 with options beyond the paper (pre-logit fitness, relative
-             mutation, MLP weight scales, MLP + activation scales)
+             mutation, MLP weight scales, MLP + activation scales, patch-embed / stem weight scales)
   hard       a setting where the calibrated init loses ≥ 3 points (W3A4), with the same correlation
 Records go to benchmarks/results/accuracy.json (one per run, the results.json keys), tables to
 BENCHMARKS.md, the chart to benchmarks/results/accuracy.png.
@@ -37,6 +37,8 @@ VARIANTS = {
     "prelogits": dict(features="prelogits"),
     "relative-5%": dict(relative_mutation=True, relative_range=0.05),
     "mlp": dict(include_mlp=True),
+    "embed": dict(include_embed=True),
+    "embed+relative-5%": dict(include_embed=True, relative_mutation=True, relative_range=0.05),
     "mlp+acts": dict(include_mlp=True, include_acts=True),
     "prelogits+relative+mlp+acts": dict(features="prelogits", relative_mutation=True, relative_range=0.05,
                                         include_mlp=True, include_acts=True),

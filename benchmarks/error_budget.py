@@ -4,9 +4,9 @@
 
 For each shipped reference model, bit width and calibration seed: the calibrated init's test top-1, then
 the same model with one group of quantizers switched back to float (all others stay quantized):
-``searched`` (attention weights: the only scales the paper's search moves), ``mlp`` (the MLP weights the
-``include_mlp`` option adds), ``other_weights`` (patch embed or stem, head) and ``activations``
-(activations, softmax, integer LayerNorm). The top-1 a group
+``searched`` (attention weights: the only scales the paper's search moves), ``mlp`` and ``embed`` (the
+MLP and patch-embed / conv-stem weights the ``include_mlp`` / ``include_embed`` options add),
+``other_weights`` (the head) and ``activations`` (activations, softmax, integer LayerNorm). The top-1 a group
 recovers when it is float bounds what tuning its scales could recover by itself; it is set beside the
 Evol-Q gain measured by ``benchmarks/accuracy.py`` (current checkpoint records only).
 """
@@ -27,7 +27,7 @@ from evolq_pl.models.reference import reference_model
 from evolq_pl.models.units import quantizer_groups
 
 MODELS = ("deit_fmnist", "levit_fmnist")
-GROUPS = ("searched", "mlp", "other_weights", "activations")
+GROUPS = ("searched", "mlp", "embed", "other_weights", "activations")
 
 
 @torch.no_grad()
@@ -76,11 +76,11 @@ def report(records: list[dict[str, Any]], m: dict[str, Any]) -> str:
             "calibrated init (1,000 calibration images per seed), all 10,000 test images; each `+… float` column is "
             "the top-1 recovered when only that group of quantizers is switched back to float (mean over "
             "calibration seeds). `searched` = the attention weight scales, the only ones the paper's search moves; "
-            "its column is the head-room the search has if tuning scales could undo all of their error; `mlp` is what "
-            "the `include_mlp` option adds to the search. "
+            "its column is the head-room the search has if tuning scales could undo all of their error; `mlp` and "
+            "`embed` are what the `include_mlp` / `include_embed` options add to the search, `other_weights` is the head. "
             f"{machine_line(m)}\n\n"
-            + table(["model", "bits", "seeds", "float", "init", "gap", "+ searched float", "+ mlp float", "+ other weights float",
-                     "+ activations float", "Evol-Q − init (accuracy.py)"], rows) + "\n")
+            + table(["model", "bits", "seeds", "float", "init", "gap", "+ searched float", "+ mlp float", "+ embed float",
+                     "+ head float", "+ activations float", "Evol-Q − init (accuracy.py)"], rows) + "\n")
 
 
 def main() -> None:

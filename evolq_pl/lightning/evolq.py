@@ -81,7 +81,8 @@ class EvolQModule(L.LightningModule):
         self.model = create_quant_model(model_name, self.quant_cfg, pretrained=pretrained,
                                         checkpoint_path=checkpoint_path, checkpoint_sha256=checkpoint_sha256,
                                         **self.model_kwargs)
-        self.units = search_units(self.model, self.search_cfg.include_mlp, self.search_cfg.include_acts)
+        cfg = self.search_cfg
+        self.units = search_units(self.model, cfg.include_mlp, cfg.include_acts, cfg.include_embed)
         self.steps = schedule(len(self.units), self.search_cfg.passes)
         self.search = EvolutionarySearch(self.search_cfg)
         self.selector = build_selector(selection)

@@ -10,7 +10,7 @@ from torch import nn
 
 from evolq_pl.layers import act, stream
 from evolq_pl.models.convert import register_converter, register_preparer, register_swap, swap_class
-from evolq_pl.models.units import register_unit
+from evolq_pl.models.units import register_embed, register_unit
 from evolq_pl.quant.config import QuantConfig
 
 _FOLDABLE = (ConvNorm, LinearNorm, NormLinear)
@@ -160,6 +160,9 @@ class QLevit(LevitDistilled):
         for stage in self.stage_fns():
             x = stage(x)
         return x
+
+
+register_embed(QLevit, "stem")
 
 
 @register_converter(Levit, LevitDistilled)

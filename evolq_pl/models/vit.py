@@ -9,7 +9,7 @@ from torch import nn
 
 from evolq_pl.layers import QLayerNorm, QSoftmax, act, bind, stream
 from evolq_pl.models.convert import register_converter, register_swap, swap_class
-from evolq_pl.models.units import register_unit
+from evolq_pl.models.units import register_embed, register_unit
 from evolq_pl.quant.config import QuantConfig
 
 register_converter(TimmLayerNorm)(QLayerNorm.from_float)
@@ -125,6 +125,9 @@ def _check_supported(vit: VisionTransformer) -> None:
     bad = [k for k, v in problems.items() if v]
     if bad:
         raise NotImplementedError(f"VisionTransformer variant not supported: {', '.join(bad)}")
+
+
+register_embed(QVisionTransformer, "patch_embed")
 
 
 @register_converter(VisionTransformer)

@@ -95,6 +95,10 @@ class FitnessEvaluator:
         if not self.use_cache:
             return
         k = unit.stage_index
+        if k == 0:  # the embedding: its input is the image batch itself; every later input now changes
+            self.invalidate()
+            self._cached = (0, self.batches)
+            return
         if k not in self._inputs or k > self._valid_upto:
             self._fill(k)
         self._valid_upto = k

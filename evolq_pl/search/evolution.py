@@ -31,6 +31,8 @@ class SearchConfig:
         mutation_range: absolute range r of s' = |s + U(−r, r)|; None = by bits (1e-3 at ≤ 4, 1e-4 at 8).
         relative_mutation: s' = |s·(1 + U(−ρ, ρ))| with ρ = ``relative_range`` instead (beyond the paper).
         include_mlp / include_acts: also search MLP weight / activation scales (beyond the paper).
+        include_embed: add a unit with the patch-embed / conv-stem weight scales (beyond the paper; the
+            LeViT stem holds most of the W3 error of our Fashion-MNIST reference model, BENCHMARKS.md).
         max_evaluations / max_seconds: stop the search early (budget), 0 = unlimited.
         seed: seed of the search's own generator.
     """
@@ -48,6 +50,7 @@ class SearchConfig:
     relative_range: float = 0.05
     include_mlp: bool = False
     include_acts: bool = False
+    include_embed: bool = False
     max_evaluations: int = 0
     max_seconds: float = 0.0
     seed: int = 0

@@ -108,10 +108,11 @@ def test_quantizer_groups_partition_every_switch():
     groups = quantizer_groups(q)
     ids = [id(m) for g in groups.values() for m in g]
     assert len(ids) == len(set(ids)) == len(switches(q))  # disjoint and complete
-    # searched = qkv + proj of each block; mlp = fc1 + fc2 of each block; other weights = patch embed + head
+    # searched = qkv + proj of each block; mlp = fc1 + fc2 of each block; embed = patch conv; other = head
     assert len(groups["searched"]) == 2 * 2
     assert len(groups["mlp"]) == 2 * 2
-    assert len(groups["other_weights"]) == 1 + 1
+    assert groups["embed"] == [q.patch_embed.proj.weight_quantizer]
+    assert groups["other_weights"] == [q.head.weight_quantizer]
     assert all(not getattr(m, "is_weight", False) for m in groups["activations"])
 
 

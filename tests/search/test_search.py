@@ -33,6 +33,24 @@ def test_cached_suffix_equals_full_forward(kind):
         assert abs(cached - full) <= 1e-5 * abs(full)
 
 
+@pytest.mark.parametrize("kind", ["deit", "levit"])
+def test_embed_unit_from_the_image_and_cache_after_it(kind):
+    model, batches = tiny_model(kind)
+    units = search_units(model, include_embed=True)
+    embed = units[0]
+    assert embed.stage_index == 0 and embed.name == {"deit": "patch_embed", "levit": "stem"}[kind]
+    assert len(embed.quantizers) == {"deit": 1, "levit": 4}[kind]  # the patch conv / the four stem convs
+    assert [u.name for u in units[1:]] == [u.name for u in search_units(model)]
+    ev = FitnessEvaluator(model, batches)
+    last = units[-1]
+    ev.prepare(last)  # caches stage inputs computed with the old embedding scales: they must not be reused
+    for unit in (embed, last):  # the order a pass visits them: … first block, embed, (next pass) last
+        unit.set(unit.get() * 1.02)
+        ev.prepare(unit)
+        cached, full = ev(unit), ev()
+        assert abs(cached - full) <= 1e-5 * abs(full)
+
+
 def test_infonce_by_hand():
     # two samples; student = teacher → S = [[1, c], [c, 1]]/T with c the cosine between the two samples
     t = torch.tensor([[1.0, 0.0], [0.6, 0.8]])  # unit vectors, cosine 0.6
