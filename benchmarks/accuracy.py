@@ -9,7 +9,7 @@ Suites:
              test-set selection (labelled: it selects on the test set, so its number is not a test result)
   losses     DeiT-shaped model at W3A8: infoNCE, MSE, KL, cosine, with the fitness/top-1 rank correlation
              over all evaluated candidates (top-1 on a fixed 2,000-image test subset)
-  variants   both models at W3A8 with options beyond the paper (pre-logit fitness, relative
+  variants   both models at W3A8 (--variant-bits) with options beyond the paper (pre-logit fitness, relative
              mutation, MLP weight scales, MLP + activation scales, patch-embed / stem weight scales)
   hard       a setting where the calibrated init loses ≥ 3 points (W3A4), with the same correlation
 Records go to benchmarks/results/accuracy.json (one per run, the results.json keys), tables to
@@ -46,7 +46,8 @@ VARIANTS = {
 JSON = RESULTS / "accuracy.json"
 
 
-def specs(suites: list[str], seeds: list[int], variants: list[str] = list(VARIANTS)) -> list[dict[str, Any]]:
+def specs(suites: list[str], seeds: list[int], variants: list[str] = list(VARIANTS),
+          variant_bits: list[int] = [3]) -> list[dict[str, Any]]:
     out = []
     for suite in suites:
         if suite == "main":
@@ -58,8 +59,8 @@ def specs(suites: list[str], seeds: list[int], variants: list[str] = list(VARIAN
             out += [dict(suite=suite, ref="deit_fmnist", w_bits=3, a_bits=8, seed=0, loss=loss, candidates=2000)
                     for loss in ("infonce", "mse", "kl", "cosine")]
         elif suite == "variants":
-            out += [dict(suite=suite, ref=m, w_bits=3, a_bits=8, seed=s, variant=v)
-                    for m in MODELS for v in variants for s in seeds]
+            out += [dict(suite=suite, ref=m, w_bits=b, a_bits=8, seed=s, variant=v)
+                    for m in MODELS for b in variant_bits for v in variants for s in seeds]
         elif suite == "hard":
             out += [dict(suite=suite, ref=m, w_bits=3, a_bits=4, seed=0, candidates=2000) for m in MODELS]
         else:
@@ -153,7 +154,7 @@ def report(records: dict[str, dict[str, Any]], superseded: list[dict[str, Any]] 
                          "top-1 on a fixed 2,000-image test subset; negative = lower fitness goes with higher top-1)",
                          lambda r: r["spec"]["suite"] == "losses"),
                         ("Harder setting (W3A4)", lambda r: r["spec"]["suite"] == "hard"),
-                        ("Options beyond the paper at W3A8", lambda r: r["spec"]["suite"] == "variants")):
+                        ("Options beyond the paper", lambda r: r["spec"]["suite"] == "variants")):
         g = group(pred)
         if g:
             parts.append(f"### {title}\n\n" + table(header, rows(g)) + "\n")
@@ -202,6 +203,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variant-bits", nargs="+", type=int, default=[3], help="weight bits of the variants suite")
     parser.add_argument("--force", action="store_true", help="rerun records that already exist")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
@@ -209,7 +211,7 @@ def main() -> None:
     if not args.report_only:
         import torch
         threads = f"{torch.get_num_threads()} threads"
-        for spec in specs(args.suite, args.seeds, args.variants):
+        for spec in specs(args.suite, args.seeds, args.variants, args.variant_bits):
             done = key(spec) in stored["records"] and is_current(stored["records"][key(spec)])
             if spec["ref"] not in args.models or (done and not args.force):
                 continue
