@@ -145,24 +145,26 @@ def report(records: dict[str, dict[str, Any]], superseded: list[dict[str, Any]] 
              f"models, paper-default search (P = 10, K = 3, population 15, tournament 10), 1,000 calibration "
              f"images (seeded by the run's seed), top-1 on all 10,000 test images, mean ± std over seeds. "
              f"{machine_line(m)}\n"]
-    for title, pred in (("Main table (selection on calibration fitness, the default)", lambda r: r["spec"]["suite"] == "main"),
-                        ("Selection: held-out train split vs the published test-set selection (W3A8). "
-                         "**`test_oracle` picks its state on the test set: its top-1 is not a valid test result**; "
-                         "it measures how much that practice inflates a reported gain.",
-                         lambda r: r["spec"]["suite"] == "selection"),
-                        ("Fitness losses at W3A8 (DeiT-shaped; Spearman over every evaluated candidate, "
-                         "top-1 on a fixed 2,000-image test subset; negative = lower fitness goes with higher top-1)",
-                         lambda r: r["spec"]["suite"] == "losses"),
-                        ("Harder setting (W3A4)", lambda r: r["spec"]["suite"] == "hard"),
-                        ("Options beyond the paper", lambda r: r["spec"]["suite"] == "variants")):
-        g = group(pred)
+    sections = (("Main table (selection on calibration fitness, the default)", "main"),
+                ("Selection: held-out train split vs the published test-set selection (W3A8). "
+                 "**`test_oracle` picks its state on the test set: its top-1 is not a valid test result**; "
+                 "it measures how much that practice inflates a reported gain.", "selection"),
+                ("Fitness losses at W3A8 (DeiT-shaped; Spearman over every evaluated candidate, top-1 on a fixed "
+                 "2,000-image test subset; negative = lower fitness goes with higher top-1)", "losses"),
+                ("Harder setting (W3A4)", "hard"),
+                ("Options beyond the paper", "variants"))
+    for title, suite in sections:
+        g = group(lambda r: r["spec"]["suite"] == suite)
         if g:
             parts.append(f"### {title}\n\n" + table(header, rows(g)) + "\n")
     if stale:
         shas = sorted({f"{r['spec']['ref']} `{r.get('checkpoint_sha256', 'unknown')[:8]}`" for r in stale})
         parts.append(f"### Superseded: measured on an earlier checkpoint ({', '.join(shas)})\n\nKept for the record; "
-                     f"not comparable with the tables above. Rerun with the same `--suite` to replace them.\n\n"
-                     + table(header, rows(group(lambda r: True, stale))) + "\n")
+                     f"not comparable with the tables above. Rerun with the same `--suite` to replace them.\n")
+        for _, suite in sections:
+            g = group(lambda r: r["spec"]["suite"] == suite, stale)
+            if g:
+                parts.append(f"Suite `{suite}`:\n\n" + table(header, rows(g)) + "\n")
     parts.append("`search s` includes the per-candidate test evaluation of the losses/hard suites and the per-step "
                  "test evaluation of `test_oracle`; runs shared the 2 cores with up to four other processes.\n")
     parts.append("![accuracy](benchmarks/results/accuracy.png)\n")
