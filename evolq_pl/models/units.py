@@ -27,10 +27,10 @@ def register_embed(cls: type, embed_attr: str) -> None:
 
 @dataclass
 class SearchUnit:
-    """One attention module and the quantizer scales searched for it.
+    """One attention module (or, as an option, the embedding) and the quantizer scales searched for it.
 
     Attributes:
-        name: dotted name of the attention module.
+        name: dotted name of the attention module (or embedding).
         stage_index: index in ``model.stage_fns()`` of the residual unit that contains it (0 for the
             embedding); a forward from this stage on (given the cached input) equals the full forward.
         quantizers: the quantizers whose ``scale`` is searched; zero points stay fixed.

@@ -12,7 +12,7 @@ from evolq_pl.lightning.calibration import CalibrationData
 from evolq_pl.lightning.evolq import CheckpointMismatchError
 from evolq_pl.models.random_init import randomize_
 from evolq_pl.quant import QuantConfig
-from evolq_pl.search import SearchConfig
+from evolq_pl.search import FitnessEvaluator, SearchConfig
 from torch.utils.data import DataLoader, TensorDataset
 
 KW = dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=32, depth=3, num_heads=2)
@@ -62,6 +62,19 @@ def test_fit_writes_results_and_never_worsens(tmp_path):
     assert r["fitness_final"] <= r["fitness_init"] and r["calib_size"] == 64
     assert r["evaluations"] == 2 * 3 * 3  # passes × units × cycles
     assert len(json.loads((tmp_path / "history.json").read_text())) == 6
+
+
+def test_include_embed_searches_the_patch_embedding(tmp_path):
+    m = EvolQModule("deit_tiny_patch16_224", KW, quant=QuantConfig(w_bits=3), output_dir=str(tmp_path),
+                    search=SearchConfig(passes=1, seed=0, include_embed=True))
+    randomize_(m.model, 0)
+    assert [u.name for u in m.units] == ["patch_embed", "blocks.0.attn", "blocks.1.attn", "blocks.2.attn"]
+    trainer(tmp_path, enable_checkpointing=False).fit(m, datamodule=RandomImages())
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["evaluations"] == 1 * 4 * 3 and r["fitness_final"] <= r["fitness_init"]
+    # the reported fitness is the final model's, recomputed here without any cache
+    fresh = FitnessEvaluator(m.model, RandomImages().calibration_data().batches(), use_cache=False)()
+    assert fresh == pytest.approx(r["fitness_final"], rel=1e-5)
 
 
 def test_kill_and_resume_equals_uninterrupted(tmp_path):
