@@ -39,6 +39,7 @@ VARIANTS = {
     "mlp": dict(include_mlp=True),
     "embed": dict(include_embed=True),
     "embed+relative-5%": dict(include_embed=True, relative_mutation=True, relative_range=0.05),
+    "embed+mlp+acts": dict(include_embed=True, include_mlp=True, include_acts=True),
     "mlp+acts": dict(include_mlp=True, include_acts=True),
     "prelogits+relative+mlp+acts": dict(features="prelogits", relative_mutation=True, relative_range=0.05,
                                         include_mlp=True, include_acts=True),
