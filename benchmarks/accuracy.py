@@ -47,8 +47,8 @@ VARIANTS = {
 JSON = RESULTS / "accuracy.json"
 
 
-def specs(suites: list[str], seeds: list[int], variants: list[str] = list(VARIANTS),
-          variant_bits: list[int] = [3]) -> list[dict[str, Any]]:
+def specs(suites: list[str], seeds: list[int], variants: tuple[str, ...] = tuple(VARIANTS),
+          variant_bits: tuple[int, ...] = (3,)) -> list[dict[str, Any]]:
     out = []
     for suite in suites:
         if suite == "main":
