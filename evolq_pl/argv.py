@@ -1,5 +1,8 @@
-"""Argument helper shared by the extra CLI commands (``seeds``, ``landscape``)."""
+"""Argument helpers shared by the extra CLI commands (``seeds``, ``landscape``, ``export``)."""
 from __future__ import annotations
+
+import argparse
+import sys
 
 
 def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -8,3 +11,14 @@ def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
         return list(argv), []
     i = argv.index("--")
     return list(argv[:i]), list(argv[i + 1:])
+
+
+def command_parser(name: str, doc: str | None, argv: list[str] | None
+                   ) -> tuple[argparse.ArgumentParser, list[str], list[str]]:
+    """Parser for ``cli.py <name>`` with the shared ``--config`` (repeatable) option, and the command's own
+    arguments split from those passed on to ``cli.py fit``: (parser, own, passed on)."""
+    own, extra = split_passthrough(sys.argv[2:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog=f"cli.py {name}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", action="append", required=True)
+    return parser, own, extra

@@ -7,14 +7,12 @@ Writes landscape.csv, landscape.png (line plots for 1-D, contours for 2-D) and r
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from evolq_pl.argv import split_passthrough
+from evolq_pl.argv import command_parser
 from evolq_pl.cli_build import build
 from evolq_pl.lightning.metrics import evaluate, first_images
 from evolq_pl.lightning.plots import plot_landscape
@@ -49,10 +47,7 @@ def run(configs: list[str], spec: SweepSpec, out: Path, ckpt_path: str | None = 
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv, extra = split_passthrough(sys.argv[2:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="cli.py landscape", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", required=True)
+    p, argv, extra = command_parser("landscape", __doc__, argv)
     p.add_argument("--ckpt_path")
     p.add_argument("--unit", type=int, required=True, help="unit index in forward order (0 = first block)")
     p.add_argument("--radius", type=float, default=0.05)

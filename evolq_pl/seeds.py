@@ -8,7 +8,6 @@ Each seed runs ``cli.py fit`` with the search seed and the calibration-subset se
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -18,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from evolq_pl.argv import split_passthrough
+from evolq_pl.argv import command_parser
 
 METRICS = ("top1_float", "top1_init", "top1_evolq", "top5_float", "top5_init", "top5_evolq", "fitness_init",
            "fitness_final", "evaluations", "search_seconds")
@@ -75,10 +74,7 @@ def summarise(out: Path, seeds: list[int]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv, extra = split_passthrough(sys.argv[2:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="cli.py seeds", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", action="append", required=True)
+    parser, argv, extra = command_parser("seeds", __doc__, argv)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--gpus", nargs="*", default=[], help="device ids; one process per device")
     parser.add_argument("--out", required=True)

@@ -8,11 +8,9 @@ Without ``--ckpt_path`` the model is calibrated (the FQ-ViT initialisation) and 
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-from evolq_pl.argv import split_passthrough
+from evolq_pl.argv import command_parser
 from evolq_pl.cli_build import build
 from evolq_pl.export.safetensors_io import ExportError
 from evolq_pl.quant import calibrate
@@ -21,10 +19,7 @@ FORMATS = ("safetensors", "onnx")
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv, extra = split_passthrough(sys.argv[2:] if argv is None else argv)
-    p = argparse.ArgumentParser(prog="cli.py export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", required=True)
+    p, argv, extra = command_parser("export", __doc__, argv)
     p.add_argument("--ckpt_path")
     p.add_argument("--format", choices=FORMATS, required=True)
     p.add_argument("--output", required=True)
