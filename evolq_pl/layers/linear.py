@@ -32,8 +32,12 @@ class _QWeight:
         return (s._version, s.data_ptr(), z._version, z.data_ptr(), w._version, w.data_ptr())
 
     def quantized_weight(self) -> torch.Tensor:
-        """Dequantized weight; recomputed only when the scale, zero point or weight changed."""
-        if torch.is_grad_enabled() and self.weight.requires_grad:
+        """Dequantized weight; recomputed only when the scale, zero point or weight changed.
+
+        Under ``torch.compile`` it is computed inside the graph: a Python-side cache keyed on tensor versions
+        would make dynamo guard on the key and recompile after every scale change.
+        """
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and self.weight.requires_grad):
             return self._compute_weight()
         key = self._cache_key()
         if self._cache is None or self._cache[0] != key:

@@ -164,10 +164,14 @@ class FitnessEvaluator:
         return partial(self._call_compiled, index, eager)
 
     def _call_compiled(self, index: int, eager: Callable, h: torch.Tensor) -> torch.Tensor:
+        # every suffix is the same code (_run) over another stage list: one dynamo cache entry per suffix,
+        # so the recompile limit must admit one per stage (the default, 8, is below a 12-block ViT's count)
+        limit = max(torch._dynamo.config.recompile_limit, len(eager.args[0]) + index + 8)
         try:
             if index not in self._compiled:
                 self._compiled[index] = torch.compile(eager, backend=self.compile_backend, dynamic=False)
-            return self._compiled[index](h)
+            with torch._dynamo.config.patch(recompile_limit=limit):
+                return self._compiled[index](h)
         except Exception as err:  # unsupported op, backend missing, …: never lose the run
             warnings.warn(f"torch.compile({self.compile_backend}) failed for the suffix from stage {index} "
                           f"({type(err).__name__}: {err}); using eager", RuntimeWarning)
