@@ -57,6 +57,8 @@ class Run:
     deadline: float
     out: Path
     reserve: float
+    models: list[str]
+    model_compile: bool
     result: dict[str, Any] = field(default_factory=dict)
     _batches: list[torch.Tensor] | None = None
     snapshots: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
@@ -131,8 +133,10 @@ def scales(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def compare_scales(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, Any]:
-    rel = [((a[k] - b[k]).abs() / a[k].abs().clamp_min(1e-30)).max().item() for k in a]
-    return {"quantizers": len(rel), "quantizers_differing": sum(r > 0 for r in rel), "max_rel_diff": max(rel),
+    rel = {k: ((a[k] - b[k]).abs() / a[k].abs().clamp_min(1e-30)).max().item() for k in a}
+    worst = max(rel, key=rel.get)
+    return {"quantizers": len(rel), "quantizers_differing": sum(r > 0 for r in rel.values()),
+            "max_rel_diff": rel[worst], "max_rel_diff_quantizer": worst,
             "identical": all(torch.equal(a[k], b[k]) for k in a)}
 
 
@@ -241,11 +245,9 @@ def section_matmul_precision(run: Run) -> dict[str, Any]:
     return out
 
 
-def section_compiled(run: Run) -> dict[str, Any]:
-    batches = make_batches(run)
-    model, out = calibrated("deit_small_patch16_224", run, batches)
-    out["same_init_scales_as_eager"] = compare_scales(run.snapshots["init"], scales(model))["identical"] \
-        if "init" in run.snapshots else None
+def compiled_forward(model: torch.nn.Module, batches: list[torch.Tensor], run: Run) -> dict[str, Any]:
+    """The whole quantized forward compiled: compile seconds, time against the eager float forward, logits."""
+    out: dict[str, Any] = {}
     compiled = torch.compile(model, backend=run.backend, dynamic=False)
     out["model_compile_s"], logits = clock(lambda: compiled(batches[0]), run.device)
     eager = model(batches[0])
@@ -255,7 +257,16 @@ def section_compiled(run: Run) -> dict[str, Any]:
         out["float_forward_s"] = repeat(lambda: [model(b) for b in batches], run.device)["median_s"]
     out["compiled_quant_forward_s"] = repeat(lambda: [compiled(b) for b in batches], run.device)["median_s"]
     out["compiled_quant_over_float"] = out["compiled_quant_forward_s"] / out["float_forward_s"]
-    del compiled
+    return out
+
+
+def section_compiled(run: Run) -> dict[str, Any]:
+    batches = make_batches(run)
+    model, out = calibrated("deit_small_patch16_224", run, batches)
+    out["same_init_scales_as_eager"] = compare_scales(run.snapshots["init"], scales(model))["identical"] \
+        if "init" in run.snapshots else None
+    if run.model_compile:
+        out.update(compiled_forward(model, batches, run))
     out["teacher_s"], ev = clock(lambda: FitnessEvaluator(model, batches, compile_backend=run.backend), run.device)
     per_unit: dict[int, list[float]] = {}
     cfg = SearchConfig(compile_backend=run.backend, max_seconds=max(run.left() - run.reserve, 30.0))
@@ -278,7 +289,7 @@ def section_compiled(run: Run) -> dict[str, Any]:
 def section_models(run: Run) -> dict[str, Any]:
     rows = {}
     cfg = SearchConfig()
-    for name in NINE[:2] if run.quick else NINE:
+    for name in run.models[:2] if run.quick else run.models:
         if run.left() < 25:
             rows[name] = {"skipped": "time limit"}
             continue
@@ -325,12 +336,15 @@ def main() -> None:
     p.add_argument("--budget-s", type=float, default=450.0, help="time limit of the whole run (sections check it)")
     p.add_argument("--reserve-s", type=float, default=140.0,
                    help="time the compiled search leaves for the sections after it (it stops early, and says so)")
+    p.add_argument("--models", nargs="+", default=list(NINE), help="models of the 'models' section")
+    p.add_argument("--no-model-compile", action="store_true", help="compiled section: skip the whole-model compile")
     p.add_argument("--quick", action="store_true", help="CPU smoke test: 2-block ViTs, 8 images, two models")
     p.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     a = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     images, batch = (8, 4) if a.quick else (a.images, a.batch)
-    run = Run(device, images, batch, a.quick, a.backend, time.perf_counter() + a.budget_s, a.out, a.reserve_s)
+    run = Run(device, images, batch, a.quick, a.backend, time.perf_counter() + a.budget_s, a.out, a.reserve_s,
+              a.models, not a.no_model_compile)
     run.result = {"environment": environment(device), "images": images, "batch": batch, "quick": a.quick,
                   "w_bits": 4, "a_bits": 8, "weights": "random (randomize_), synthetic N(0,1) images", "sections": {}}
     run.write()

@@ -1,0 +1,179 @@
+"""Merge the JSON files written by ``benchmarks.gpu_check`` runs into ``benchmarks/results/gpu_check.json`` and
+write the GPU section of BENCHMARKS.md and the expected-run-time table of README.md from it.
+
+    python -m benchmarks.gpu_report run1.json [run2.json ...] --commit 16b9551 --date 2026-11-27
+
+A later run fills the sections (and the rows of ``models``) that an earlier one skipped, failed or lacked;
+each filled part records which run measured it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import ROOT, table, update_section, write_json
+
+README_MD = ROOT / "README.md"
+
+
+def measured(part: Any) -> bool:
+    return isinstance(part, dict) and bool(part) and "skipped" not in part and "error" not in part
+
+
+def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out = json.loads(json.dumps(runs[0]))
+    out["runs"] = [{"run": i + 1, "environment": r["environment"]} for i, r in enumerate(runs)]
+    for i, run in enumerate(runs[1:], start=2):
+        for name, part in run["sections"].items():
+            have = out["sections"].get(name)
+            if name == "models" and isinstance(have, dict):
+                for model, row in part.items():
+                    if measured(row) and not measured(have.get(model)):
+                        have[model] = {**row, "run": i}
+            elif measured(part) and not measured(have):
+                out["sections"][name] = {**part, "run": i}
+    return out
+
+
+def spread(deit: dict[str, Any]) -> str:
+    """(max − min) / median of the DeiT-S forward timings, as measured."""
+    if not measured(deit):
+        return "spread not measured"
+    worst = max((t["max_s"] - t["min_s"]) / t["median_s"] for t in (deit["float_forward"], deit["quant_forward"]))
+    return f"DeiT-S forwards spread (max − min) / median ≤ {100 * worst:.2f} %"
+
+
+def f(x: float | None, digits: int = 1) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def model_rows(models: dict[str, Any], searched: dict[str, Any]) -> list[list[Any]]:
+    rows = []
+    for name, r in models.items():
+        if not isinstance(r, dict):  # bookkeeping keys (section_s)
+            continue
+        if not measured(r):
+            rows.append([name, "not measured (run's time limit)", "", "", "", ""])
+            continue
+        search = f(r["projected_search_s"], 0)
+        if name == "deit_small_patch16_224" and searched:
+            search += f" (measured: {searched['end_to_end_s']:.0f})"
+        rows.append([name + (f" (run {r['run']})" if "run" in r else ""), r["units"], f(r["calibration_s"]), f(r["full_eval_s"], 3), search,
+                     f(r["calibration_peak_gb"])])
+    return rows
+
+
+def benchmarks_md(res: dict[str, Any], commit: str, date: str) -> str:
+    env, s = res["environment"], res["sections"]
+    deit, vitb, mp, comp = s.get("deit_small", {}), s.get("vit_base_memory", {}), s.get("matmul_precision", {}), s.get("compiled", {})
+    md = [f"## GPU performance (issue 16)\n",
+          f"`benchmarks/gpu_check.sh` on one **{env['device']}** ({env['memory_gb']:.0f} GiB), torch {env['torch']}, "
+          f"CUDA {env['cuda']}, timm {env['timm']}; measured {date} at commit `{commit}` in {len(res['runs'])} runs "
+          f"on two machines of that kind (a row from run 2 says so). Random weights (`randomize_`), "
+          f"{res['images']} synthetic N(0, 1) images at 224 px in batches of {res['batch']}, W{res['w_bits']}A{res['a_bits']}, "
+          f"fp32 matmuls (`highest`) unless stated. Seconds are wall time with the GPU synchronised; "
+          f"\"end to end\" = calibration + teacher outputs + search (no data loading, no model creation). "
+          f"Timings are one run each (forwards: median of 5 after a warm-up; {spread(deit)}).\n"]
+    if measured(deit):
+        se = deit["search"]
+        md += ["### DeiT-S, paper-default search (P = 10, K = 3, population 15), eager\n",
+               table(["measure", "measured", "target"], [
+                   ["end to end, s (`deit_small_search_seconds`)", f(res["deit_small_search_seconds"]), "≤ 300"],
+                   ["  calibration / teacher / search, s", f"{deit['calibration_s']:.1f} / {deit['teacher_s']:.2f} / "
+                    f"{se['search_s']:.1f} ({se['evaluations']} evaluations)", ""],
+                   ["float forward, 1,000 images, s", f(deit["float_forward"]["median_s"], 3), ""],
+                   ["quantized forward (eager), s", f(deit["quant_forward"]["median_s"], 3), ""],
+                   ["quantized / float (eager)", f(deit["quant_over_float"], 2), ""],
+                   ["cached / full-forward candidate evaluation (mean over 12 units)", f(deit["cached_over_full"], 3), ""],
+                   ["peak GPU memory: calibration / search, GiB",
+                    f"{deit['calibration_peak_gb']:.1f} / {se['search_peak_gb']:.1f}", ""],
+                   ["fitness init → final", f"{se['init_fitness']:.4f} → {se['final_fitness']:.4f}", ""]]), ""]
+    if measured(comp):
+        se = comp["search"]
+        md += ["### `torch.compile` (inductor), DeiT-S\n",
+               table(["measure", "measured", "target"], [
+                   ["whole quantized forward: compile warm-up, s", f(comp.get("model_compile_s")), ""],
+                   ["compiled quantized forward, 1,000 images, s", f(comp.get("compiled_quant_forward_s"), 3), ""],
+                   ["compiled quantized / eager float", f(comp.get("compiled_quant_over_float"), 2), "≤ 1.2"],
+                   ["compiled vs eager logits: max abs Δ / argmax agreement (batch of 100)",
+                    f"{comp['compiled_vs_eager_logits_max_abs']:.3f} / {100 * comp['compiled_vs_eager_argmax_agree']:.0f} %", "equal"],
+                   ["compiled search: evaluations done before the run's time cap", f"{se['evaluations']} of 360", "360"],
+                   ["  its wall time (3 suffixes compiled in it), s", f(se["search_s"]), ""],
+                   ["  compile warm-up of those suffixes, s", f(comp["suffix_compile_s"]), ""],
+                   ["  steady compiled evaluation (those short suffixes), s", f(comp["compiled_eval_s_mean"], 3), ""]]),
+               "\nThe compiled search was **not measured to its end**: the run's time cap stopped it after "
+               f"{se['evaluations']} evaluations (`deit_small_search_seconds_compiled` is null). The whole forward "
+               "compiles to the float forward's time, but compiled logits are **not equal** to eager ones "
+               "(reassociated arithmetic moves values across rounding boundaries), so a compiled search is not "
+               "the eager search's trajectory (issue 15).\n"]
+    if measured(vitb):
+        se = vitb["one_pass"]
+        md += ["### ViT-B memory (calibration batch 100)\n",
+               table(["measure", "measured"], [
+                   ["peak GPU memory, calibration, GiB (1,000 resident images = "
+                    f"{vitb['allocated_before_gb']:.1f} GiB included)", f(vitb["calibration_peak_gb"], 2)],
+                   ["peak GPU memory, one search pass, GiB", f(se["search_peak_gb"], 2)],
+                   ["calibration, s", f(vitb["calibration_s"])],
+                   ["one search pass (36 evaluations), s", f(se["search_s"])],
+                   ["paper-default search projected from it (10 passes), end to end, s", f(vitb["projected_search_s"], 0)]]), ""]
+    if measured(mp):
+        c = mp["calibrated_scales_high_vs_highest"]
+        md += ["### `matmul_precision`: highest (fp32) vs high (TF32), DeiT-S, one search pass\n",
+               table(["precision", "calibration s", "float fwd s", "quant fwd s", "one pass s", "fitness init", "fitness after 1 pass"],
+                     [[p, f(r["calibration_s"]), f(r["float_forward_s"], 3), f(r["quant_forward_s"], 3),
+                       f(r["one_pass"]["search_s"]), f(r["one_pass"]["init_fitness"], 5), f(r["one_pass"]["final_fitness"], 5)]
+                      for p, r in mp.items() if p in ("highest", "high")]),
+               f"\nCalibrated scales under TF32: {c['quantizers_differing']} of {c['quantizers']} quantizers differ "
+               f"from fp32, largest relative difference {c['max_rel_diff']:.3g}"
+               f"{' (' + c['max_rel_diff_quantizer'] + ')' if 'max_rel_diff_quantizer' in c else ' (which quantizer was not recorded in this run)'}. "
+               "The fitness moves in the fifth digit; the effect on top-1 needs real weights and ImageNet "
+               "(not measured). `highest` stays the default.\n"]
+    if measured(s.get("models")) or isinstance(s.get("models"), dict):
+        md += ["### Nine models, W4A8, paper-default search time (eager)\n",
+               "Projected = calibration + teacher + 30 × (one cached evaluation per unit, summed over units); "
+               "for DeiT-S the projection is checked against the measured search.\n",
+               table(["model", "units", "calibration s", "full evaluation s", "search end to end s (projected)",
+                      "calibration peak GiB"], model_rows(s["models"], deit)), ""]
+    return "\n".join(md)
+
+
+def readme_md(res: dict[str, Any]) -> str:
+    env, models = res["environment"], res["sections"].get("models", {})
+    deit = res["sections"].get("deit_small", {})
+    rows = []
+    for name, r in models.items():
+        if isinstance(r, dict) and measured(r):
+            seconds = deit["end_to_end_s"] if name == "deit_small_patch16_224" and measured(deit) else r["projected_search_s"]
+            rows.append([name, f(seconds / 60, 1), f(r["calibration_peak_gb"])])
+    return (f"Expected run time on one {env['device']} (eager, fp32, W4A8, P = 10, K = 3, 1,000 calibration images; "
+            "calibration + search, data loading excluded), measured with random weights by "
+            "`benchmarks/gpu_check.sh` (BENCHMARKS.md, GPU section; DeiT-S measured end to end "
+            f"{res['deit_small_search_seconds']:.0f} s, the others projected from timed candidate evaluations):\n\n"
+            + table(["model", "minutes", "peak GPU memory GiB (calibration)"], rows))
+
+
+def update_readme(markdown: str) -> None:
+    start, end = "<!-- gpu_times:start -->", "<!-- gpu_times:end -->"
+    text = README_MD.read_text()
+    if start not in text or end not in text:
+        raise SystemExit(f"README.md has no {start} … {end} block")
+    README_MD.write_text(text[: text.index(start)] + f"{start}\n{markdown.strip()}\n{end}" + text[text.index(end) + len(end):])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--commit", required=True, help="commit the runs measured")
+    p.add_argument("--date", required=True)
+    a = p.parse_args()
+    res = merge([json.loads(r.read_text()) for r in a.runs])
+    res.update(commit=a.commit, date=a.date)
+    write_json("gpu_check", res)
+    update_section("gpu", benchmarks_md(res, a.commit, a.date))
+    update_readme(readme_md(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""The GPU report merges runs without losing or inventing a measurement; the check's CPU smoke test runs."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.gpu_report import benchmarks_md, merge
+from benchmarks.report import ROOT
+
+
+def run(models: dict, sections: dict | None = None) -> dict:
+    env = {"device": "NVIDIA H200", "memory_gb": 140.0, "torch": "2.11", "cuda": "13.0", "timm": "1.0.31"}
+    return {"environment": env, "images": 1000, "batch": 100, "w_bits": 4, "a_bits": 8,
+            "deit_small_search_seconds": None, "sections": {"models": models, **(sections or {})}}
+
+
+ROW = {"units": 12, "calibration_s": 5.0, "full_eval_s": 0.3, "projected_search_s": 70.0, "calibration_peak_gb": 4.0}
+
+
+def test_merge_fills_only_what_the_first_run_lacks():
+    first = run({"a": ROW, "b": {"skipped": "time limit"}}, {"compiled": {"error": "boom"}})
+    second = run({"a": {**ROW, "calibration_s": 99.0}, "b": {**ROW, "calibration_s": 7.0}},
+                 {"compiled": {"search": {}}, "extra": {"x": 1}})
+    merged = merge([first, second])
+    rows = merged["sections"]["models"]
+    assert rows["a"] == ROW  # measured in run 1: kept, not overwritten
+    assert rows["b"] == {**ROW, "calibration_s": 7.0, "run": 2}  # skipped in run 1: filled and labelled
+    assert merged["sections"]["compiled"] == {"search": {}, "run": 2}  # failed in run 1: filled
+    assert merged["sections"]["extra"] == {"x": 1, "run": 2}
+    assert [r["run"] for r in merged["runs"]] == [1, 2]
+    assert first["sections"]["models"]["b"] == {"skipped": "time limit"}  # inputs untouched
+
+
+def test_report_marks_unmeasured_rows():
+    md = benchmarks_md(merge([run({"a": ROW, "b": {"skipped": "time limit"}, "section_s": 3.0})]), "abc", "2026-11-27")
+    assert "| a | 12 | 5.0 | 0.300 | 70 | 4.0 |" in md
+    assert "| b | not measured (run's time limit) |" in md
+    assert "section_s" not in md
+
+
+@pytest.mark.slow
+def test_gpu_check_quick_runs_every_section(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--quick", "--reserve-s", "0", "--out", str(out)],
+                   cwd=ROOT, check=True, capture_output=True, timeout=600)
+    res = json.loads(out.read_text())
+    for name, part in res["sections"].items():
+        assert "error" not in part and "skipped" not in part, (name, part)
+    assert res["deit_small_search_seconds"] > 0
+    assert res["sections"]["compiled"]["same_final_scales_as_eager"]["quantizers"] > 0
