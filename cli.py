@@ -1,4 +1,5 @@
-"""Entry point: ``python cli.py {fit,validate,...} --config configs/X.yaml``."""
+"""Entry point from a checkout: ``python cli.py {fit,validate,export,landscape,seeds} --config configs/X.yaml``
+(the same as the installed ``evolq-pl`` command and ``python -m evolq_pl``)."""
 from evolq_pl.cli import main
 
 if __name__ == "__main__":

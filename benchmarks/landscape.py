@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.report import RESULTS, machine, machine_line, table, update_section, write_json
-from evolq_pl.landscape_cli import run
+from evolq_pl.cli.landscape import run
 from evolq_pl.models.reference import reference_model
 from evolq_pl.search.landscape import SweepSpec
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from evolq_pl.seeds import summarise
+from evolq_pl.cli.seeds import summarise
 from tests.test_cli import ROOT, tiny_config
 
 

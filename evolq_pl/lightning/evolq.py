@@ -7,6 +7,7 @@ a labelled measurement mode).
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -130,7 +131,17 @@ class EvolQModule(L.LightningModule):
         if not is_calibrated(self.model):
             calibrate(self.model, [b.to(self.device) for b in calib.batches()])
 
+    def check_before_work(self) -> None:
+        """What can be checked before calibration and search: the holdout split a holdout selection needs,
+        and a writable results folder (on rank 0)."""
+        dm = self.trainer.datamodule
+        if self.selection == "holdout" and getattr(dm, "holdout_size", 0) <= 0:
+            raise ValueError("selection='holdout' needs a held-out split: set data.init_args.holdout_size > 0")
+        if self.evaluate_at_end and self.trainer.is_global_zero:
+            ensure_writable_dir(self.results_dir(), "model.init_args.output_dir")
+
     def on_fit_start(self) -> None:
+        self.check_before_work()
         torch.set_float32_matmul_precision(self.matmul_precision)
         calib = self._calibration()
         self.ensure_calibrated(calib)
@@ -146,6 +157,10 @@ class EvolQModule(L.LightningModule):
         if self.fitness_init is None:  # a fresh run (a resumed one restores these)
             self.init_scales = snapshot_scales(self.model)
             self.fitness_init = self.current_fitness = self.evaluator()
+            if not math.isfinite(self.fitness_init):
+                where = first_nonfinite(self.model, self.evaluator.batches[0])
+                raise ValueError(f"calibrated init: fitness {self.fitness_init} is not finite; the first non-finite "
+                                 f"output comes from {where} (check the weights and the calibration images)")
             rank_zero_info(f"calibrated init: fitness {self.fitness_init:.6f} ({cfg.loss}), "
                            f"{len(self.units)} units × {cfg.passes} passes × {cfg.cycles} cycles")
 
@@ -208,32 +223,42 @@ class EvolQModule(L.LightningModule):
         finally:
             load_scales(self.model, current)
 
+    def settings(self) -> dict[str, Any]:
+        """What makes two runs comparable (``seeds`` refuses to average runs whose settings differ)."""
+        return {"model": self.model_name, "model_kwargs": self.model_kwargs, "quant": asdict(self.quant_cfg),
+                "search": _search_identity(self.search_cfg.to_dict()), "selection": self.selection,
+                "calib_size": sum(len(b) for b in self._calibration().batches())}
+
     def final_results(self) -> dict[str, Any]:
-        loader = self.trainer.datamodule.eval_dataloader()
-        run = lambda: evaluate(self.model, loader, self.num_classes, self.device)  # noqa: E731
-        with quant_disabled(self.model):
-            fp = run()
-        with self.init_state():
-            init = run()
-        final = run()
+        """The search's numbers, then the evaluations; an evaluation that fails leaves the others and names
+        itself under ``missing`` (the search is never lost)."""
         assert self.evaluator is not None
         results = {
             "model": self.model_name, "w_bits": self.quant_cfg.w_bits, "a_bits": self.quant_cfg.a_bits,
             "seed": self.search_cfg.seed, "calib_size": sum(len(b) for b in self._calibration().batches()),
             "loss": self.search_cfg.loss, "selection": self.selection, "passes": self.search_cfg.passes,
-            "fitness_init": self.fitness_init, "fitness_final": self.evaluator(),
+            "fitness_init": self.fitness_init, "fitness_final": self.current_fitness,
             "evaluations": self.search.evaluations, "rejected": self.search.rejected,
             "search_seconds": self.search_seconds, "matmul_precision": self.matmul_precision,
-            "peak_memory_bytes": peak_memory(self.device),
+            "peak_memory_bytes": peak_memory(self.device), "settings": self.settings(),
         }
         if self.candidates:
             fit, acc = zip(*self.candidates)
             results["candidates"] = [list(c) for c in self.candidates]
             # fitness is minimised, accuracy maximised: a useful fitness gives a negative correlation
             results["spearman_fitness_top1"] = spearman(list(fit), list(acc))
-        for key, values in (("float", fp), ("init", init), ("evolq", final)):
+        run = lambda: evaluate(self.model, self.trainer.datamodule.eval_dataloader(), self.num_classes,  # noqa: E731
+                               self.device)
+        stages = (("fitness_final", lambda: {"": self.evaluator()}), ("evolq", run),
+                  ("float", lambda: _in(quant_disabled(self.model), run)), ("init", lambda: _in(self.init_state(), run)))
+        for key, measure in stages:
+            try:
+                values = measure()
+            except Exception as err:  # keep what was measured, say what is missing and why
+                results.setdefault("missing", {})[key] = f"{type(err).__name__}: {err}"
+                continue
             for metric, value in values.items():
-                results[f"{metric}_{key}"] = value
+                results[f"{metric}_{key}" if metric else key] = value
         return results
 
     def results_dir(self) -> Path:
@@ -244,13 +269,16 @@ class EvolQModule(L.LightningModule):
         if self.trainer.is_global_zero:
             out = self.results_dir()
             out.mkdir(parents=True, exist_ok=True)
-            (out / "results.json").write_text(json.dumps(results, indent=2))
-            (out / "history.json").write_text(json.dumps(self.history, indent=1))
+            (out / "results.json").write_text(strict_json(results, indent=2))
+            (out / "history.json").write_text(strict_json(self.history, indent=1))
             if self.history:
                 plot_progress(self.history, self.fitness_init, out / "progress.png",
                               f"{self.model_name} W{self.quant_cfg.w_bits}A{self.quant_cfg.a_bits} seed {self.search_cfg.seed}")
             print(format_results(results))
             print(f"results written to {out / 'results.json'}")
+            if "missing" in results:
+                raise RuntimeError(f"the search finished and its results are in {out / 'results.json'}, but these "
+                                   f"measurements failed: {results['missing']}")
         return results
 
     # ----------------------------------------------------------------------------------------- validate
@@ -282,11 +310,11 @@ class EvolQModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("evolq")
         if state is None:
-            raise CheckpointMismatchError("not an evolq_pl search checkpoint (no 'evolq' state)")
+            raise CheckpointMismatchError("ckpt_path: not an evolq_pl search checkpoint (no 'evolq' state)")
         _check_same("checkpoint", state["meta"], self._meta())
-        if self.trainer is not None and self.trainer.state.fn == "fit":
-            _check_same("checkpoint search config", _search_identity(state["search_config"]),
-                        _search_identity(self.search_cfg.to_dict()))
+        _check_same("checkpoint search config", _search_identity(state["search_config"]),
+                    _search_identity(self.search_cfg.to_dict()))
+        if self._trainer is not None and self._trainer.state.fn == "fit":  # a resumed search
             self.search.load_state_dict(state["search"])
             self.selector.load_state_dict(state["selector"])
             self.search_step, self.search_seconds = state["search_step"], state["search_seconds"]
@@ -294,9 +322,65 @@ class EvolQModule(L.LightningModule):
         self.fitness_init, self.init_scales = state["fitness_init"], state["init_scales"]
 
 
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Put a searched checkpoint (a weights-only loaded dict) into this module outside a Trainer, as
+        Lightning's restore does: checked against the config first, then the state dict, strictly."""
+        self.on_load_checkpoint(checkpoint)
+        self.load_state_dict(checkpoint["state_dict"])
+
+
+def _in(context: Any, fn: Any) -> Any:
+    with context:
+        return fn()
+
+
+def ensure_writable_dir(path: Path, field: str) -> None:
+    """Create ``path`` and write a probe file in it, or raise naming the field (before any expensive work)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".evolq_write_probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"{field}={str(path)!r}: not a writable folder ({err.strerror or err})") from None
+
+
+def first_nonfinite(model: torch.nn.Module, x: torch.Tensor) -> str:
+    """Name (and type) of the first module, in execution order, whose output holds a NaN or an infinity."""
+    found: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def hook(mod: torch.nn.Module, _: Any, out: Any) -> None:
+        if not found and isinstance(out, torch.Tensor) and not torch.isfinite(out).all():
+            found.append(f"{names[mod] or 'the model'} ({type(mod).__name__})")
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return found[0] if found else "no module output (the loss itself)"
+
+
+def strict_json(data: Any, **kwargs: Any) -> str:
+    """JSON with every non-finite float written as null (``NaN`` is not JSON)."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(data), allow_nan=False, **kwargs)
+
+
 def _search_identity(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Search settings that must not change on resume (budgets may)."""
-    return {k: v for k, v in cfg.items() if k not in ("max_evaluations", "max_seconds")}
+    """Search settings that must match between a checkpoint and its config (budgets and the compile backend
+    may change)."""
+    return {k: v for k, v in cfg.items() if k not in ("max_evaluations", "max_seconds", "compile_backend")}
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -316,10 +400,13 @@ def _check_same(what: str, stored: dict[str, Any], current: dict[str, Any]) -> N
 
 def format_results(r: dict[str, Any]) -> str:
     """Small table: float / calibrated init / Evol-Q top-1 (and top-5) plus fitness."""
+    def num(v: Any, digits: int) -> str:
+        return "missing" if v is None else f"{v:.{digits}f}"
+
     rows = [("", "top-1 (%)", "top-5 (%)", "fitness")]
-    for label, key, fit in (("float", "float", "-"), ("calibrated init", "init", f"{r['fitness_init']:.6f}"),
-                            ("Evol-Q", "evolq", f"{r['fitness_final']:.6f}")):
-        rows.append((label, f"{r[f'top1_{key}']:.2f}", f"{r.get(f'top5_{key}', float('nan')):.2f}", fit))
+    for label, key, fit in (("float", "float", "-"), ("calibrated init", "init", num(r.get("fitness_init"), 6)),
+                            ("Evol-Q", "evolq", num(r.get("fitness_final"), 6))):
+        rows.append((label, num(r.get(f"top1_{key}"), 2), num(r.get(f"top5_{key}"), 2), fit))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     head = f"{r['model']} W{r['w_bits']}A{r['a_bits']} seed {r['seed']} ({r['evaluations']} evaluations, " \
            f"{r['search_seconds']:.1f} s search, selection={r['selection']})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from evolq_pl.quant.bittype import BitType
+from evolq_pl.quant.bittype import MAX_BITS, MIN_BITS, BitType, UnsupportedBitWidthError
 from evolq_pl.quant.observers import OBSERVERS
 
 
@@ -42,10 +42,14 @@ class QuantConfig:
 
     def __post_init__(self) -> None:
         for key in ("w_bits", "a_bits", "softmax_bits"):
-            BitType(getattr(self, key))  # raises naming the bad width
+            try:
+                BitType(getattr(self, key))
+            except UnsupportedBitWidthError:
+                raise UnsupportedBitWidthError(f"quant.{key}={getattr(self, key)!r}: not supported; accepted: "
+                                               f"integers {MIN_BITS}..{MAX_BITS}") from None
         for key in ("w_observer", "a_observer"):
             if getattr(self, key) not in OBSERVERS:
-                raise ValueError(f"{key}={getattr(self, key)!r}: unknown observer; accepted: {', '.join(sorted(OBSERVERS))}")
+                raise ValueError(f"quant.{key}={getattr(self, key)!r}: unknown observer; accepted: {', '.join(sorted(OBSERVERS))}")
         if self.w_observer == "percentile":
             raise ValueError("w_observer='percentile' is per-tensor only; weights are per channel: use minmax or omse")
         if self.int_layernorm and not self.ptf:

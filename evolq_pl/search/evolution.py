@@ -85,6 +85,11 @@ def schedule(num_units: int, passes: int) -> list[tuple[int, int]]:
 Candidate = tuple[float, torch.Tensor]
 
 
+def rank(candidate: Candidate) -> float:
+    """Sort key, lower is better; a non-finite fitness ranks last, so a finite candidate always beats it."""
+    return candidate[0] if math.isfinite(candidate[0]) else math.inf
+
+
 class EvolutionarySearch:
     """Tournament → mutate → evaluate → insert/drop-worst, K times per unit; the best is written back.
 
@@ -112,7 +117,7 @@ class EvolutionarySearch:
 
     def select_parent(self, population: list[Candidate]) -> Candidate:
         drawn = torch.randint(len(population), (self.config.tournament,), generator=self.generator).tolist()
-        return min((population[i] for i in drawn), key=lambda c: c[0])  # first of the best on ties
+        return min((population[i] for i in drawn), key=rank)  # first of the best on ties
 
     @property
     def exhausted(self) -> bool:
@@ -141,7 +146,7 @@ class EvolutionarySearch:
                 self.rejected += 1
                 warnings.warn(f"unit {unit.name}: candidate fitness {f}; candidate rejected", RuntimeWarning)
             else:
-                population = sorted(population + [(f, child)], key=lambda c: c[0])[: self.config.population]
+                population = sorted(population + [(f, child)], key=rank)[: self.config.population]
             self.elapsed += time.perf_counter() - start
             start = time.perf_counter()
         best = population[0]

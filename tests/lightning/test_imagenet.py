@@ -70,7 +70,7 @@ def test_hf_missing_column_named(tmp_path):
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs" / "imagenet").glob("*_w*a8.yaml")))
 def test_every_imagenet_config_builds(config, tmp_path):
-    from evolq_pl.cli import EvolQCLI
+    from evolq_pl.cli.trainer_cli import EvolQCLI
     root = make_folder(tmp_path / "imgs", per_class=1)
     cli = EvolQCLI(args=["--config", str(ROOT / "configs/imagenet/base.yaml"), "--config",
                          str(ROOT / "configs/imagenet" / config), "--model.init_args.pretrained", "false",

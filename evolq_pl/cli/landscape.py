@@ -1,6 +1,6 @@
-"""``python cli.py landscape``: sweep one unit's scales along seeded random directions.
+"""``evolq-pl landscape``: sweep one unit's scales along seeded random directions.
 
-    python cli.py landscape --config configs/fmnist/deit.yaml --unit 5 --radius 0.05 --steps 21 --dims 1 \
+    evolq-pl landscape --config configs/fmnist/deit.yaml --unit 5 --radius 0.05 --steps 21 --dims 1 \
         --out runs/landscape/deit_w4 [--ckpt_path C] [-- --model.init_args.quant.w_bits 3]
 
 Writes landscape.csv, landscape.png (line plots for 1-D, contours for 2-D) and roughness.json.
@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evolq_pl.argv import command_parser
-from evolq_pl.cli_build import build
+from evolq_pl.cli.argv import command_parser
+from evolq_pl.cli.restore import build
+from evolq_pl.lightning.evolq import ensure_writable_dir
 from evolq_pl.lightning.metrics import evaluate, first_images
 from evolq_pl.lightning.plots import plot_landscape
 from evolq_pl.quant import calibrate
@@ -23,6 +24,7 @@ from evolq_pl.search.landscape import SweepSpec, roughness, sweep
 
 def run(configs: list[str], spec: SweepSpec, out: Path, ckpt_path: str | None = None, eval_size: int = 2000,
         extra: list[str] | None = None) -> dict[str, Any]:
+    ensure_writable_dir(out, "--out")
     module, dm = build(configs, extra or [], ckpt_path)
     spec.validate(len(module.units))
     calib = dm.calibration_data()

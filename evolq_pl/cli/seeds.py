@@ -1,6 +1,6 @@
 """Run one config for several seeds (one process per GPU, or one after another on CPU) and summarise.
 
-    python cli.py seeds --config configs/imagenet/base.yaml --config configs/imagenet/deit_small_w4a8.yaml \
+    evolq-pl seeds --config configs/imagenet/base.yaml --config configs/imagenet/deit_small_w4a8.yaml \
         --seeds 0 1 2 --gpus 0 1 2 --out runs/seeds/deit_small_w4a8 [-- extra cli.py fit arguments]
 
 Each seed runs ``cli.py fit`` with the search seed and the calibration-subset seed set to it and its
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from evolq_pl.argv import command_parser
+from evolq_pl.cli.argv import command_parser
 
 METRICS = ("top1_float", "top1_init", "top1_evolq", "top5_float", "top5_init", "top5_evolq", "fitness_init",
            "fitness_final", "evaluations", "search_seconds")

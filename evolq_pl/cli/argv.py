@@ -18,7 +18,7 @@ def command_parser(name: str, doc: str | None, argv: list[str] | None
     """Parser for ``cli.py <name>`` with the shared ``--config`` (repeatable) option, and the command's own
     arguments split from those passed on to ``cli.py fit``: (parser, own, passed on)."""
     own, extra = split_passthrough(sys.argv[2:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog=f"cli.py {name}", description=doc,
+    parser = argparse.ArgumentParser(prog=f"evolq-pl {name}", description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", required=True)
     return parser, own, extra

@@ -1,0 +1,100 @@
+"""The command line: ``evolq-pl <command>`` = ``python cli.py <command>`` = ``python -m evolq_pl <command>``.
+
+Commands are registered here with a one-line description (``--help`` lists them). A bad value ends in one
+line, ``error: <field>=<value>: <what is accepted>``, and exit status 2; ``EVOLQ_TRACEBACK=1`` (or
+``--traceback`` anywhere on the line) shows the full traceback for a bug report.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+SIGTERM_EXIT = 128 + 15
+
+
+@dataclass(frozen=True)
+class Command:
+    module: str  # a module with main(argv) (None = LightningCLI)
+    summary: str
+
+
+COMMANDS: dict[str, Command] = {
+    "fit": Command("", "calibrate (FQ-ViT) and run the Evol-Q search; writes results.json and checkpoints"),
+    "validate": Command("", "top-1/top-5 of a config's model, or of a searched checkpoint (--ckpt_path)"),
+    "export": Command("evolq_pl.cli.export", "write a calibrated or searched model as safetensors or ONNX (QDQ)"),
+    "landscape": Command("evolq_pl.cli.landscape", "sweep one unit's scales and plot fitness / top-1"),
+    "seeds": Command("evolq_pl.cli.seeds", "run one config for several seeds (resumable) and summarise them"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: evolq-pl <command> [--config FILE ...] [options]   (or: python cli.py <command> …)", "",
+             "Evol-Q post-training quantization of vision transformers.", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {c.summary}" for name, c in COMMANDS.items()]
+    lines += ["", "evolq-pl <command> --help shows a command's options.",
+              "EVOLQ_TRACEBACK=1 (or --traceback) shows full tracebacks instead of one-line errors."]
+    return "\n".join(lines)
+
+
+def _raised_in_package(tb: TracebackType | None) -> bool:
+    frame = None
+    while tb is not None:
+        frame, tb = tb.tb_frame, tb.tb_next
+    return frame is not None and Path(frame.f_code.co_filename).resolve().is_relative_to(PACKAGE_DIR)
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """The exception a user can act on: the deepest in the cause chain raised by evolq_pl's own checks
+    (a ValueError or OSError with its sentence), or None for anything else (a bug: full traceback)."""
+    chain, seen = [], set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append(e)
+        e = e.__cause__ if e.__cause__ is not None else (None if e.__suppress_context__ else e.__context__)
+    for e in reversed(chain):
+        if isinstance(e, (ValueError, OSError)) and _raised_in_package(e.__traceback__):
+            return e
+    return None
+
+
+def dispatch(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else 2
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"error: unknown command {name!r}; accepted: {', '.join(COMMANDS)}\n\n{usage()}", file=sys.stderr)
+        return 2
+    if COMMANDS[name].module:
+        importlib.import_module(COMMANDS[name].module).main(argv[1:])
+        return 0
+    from evolq_pl.cli.trainer_cli import EvolQCLI, quiet_expected_warnings
+    quiet_expected_warnings()
+    cli = EvolQCLI(args=argv)
+    if cli.trainer.received_sigterm:  # Lightning stops cleanly on SIGTERM; the run did not finish
+        print(f"error: {name} stopped by SIGTERM before it finished (resume with --ckpt_path <last.ckpt>)",
+              file=sys.stderr)
+        return SIGTERM_EXIT
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = os.environ.get("EVOLQ_TRACEBACK", "") not in ("", "0") or "--traceback" in argv
+    argv = [a for a in argv if a != "--traceback"]
+    try:
+        status = dispatch(argv)
+    except Exception as err:
+        found = None if show_traceback else user_error(err)
+        if found is None:
+            raise
+        print(f"error: {found}\n(full traceback: EVOLQ_TRACEBACK=1)", file=sys.stderr)
+        status = 2
+    sys.exit(status)

@@ -1,0 +1,60 @@
+"""``evolq-pl export``: write a calibrated or searched model as safetensors (real low-bit weights) or ONNX (QDQ).
+
+    evolq-pl export --config configs/fmnist/deit.yaml --ckpt_path runs/.../last.ckpt \\
+        --format safetensors --output deit_w4.safetensors [--overwrite] [-- config overrides]
+
+With ``--ckpt_path`` the searched scales are exported (the checkpoint must match the config; the config wins
+and a mismatch is refused). Without it the model is calibrated (the FQ-ViT initialisation) and exported.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from evolq_pl.cli.argv import command_parser
+from evolq_pl.cli.restore import build
+from evolq_pl.export.safetensors_io import ExportError
+from evolq_pl.quant import calibrate
+
+FORMATS = ("safetensors", "onnx")
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output that is a folder, exists (without --overwrite) or cannot be written."""
+    if output.is_dir():
+        raise ExportError(f"--output={str(output)!r} is a folder; give a file name")
+    if output.exists() and not overwrite:
+        raise ExportError(f"--output={str(output)!r} exists; pass --overwrite to replace it")
+    parent = output.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        raise ExportError(f"--output={str(output)!r}: {parent} is not writable")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p, argv, extra = command_parser("export", __doc__, argv)
+    p.add_argument("--ckpt_path", help="a searched checkpoint (last.ckpt of a fit run)")
+    p.add_argument("--format", choices=FORMATS, required=True)
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--overwrite", action="store_true")
+    a = p.parse_args(argv)
+    check_output(a.output, a.overwrite)
+    try:
+        if a.format == "onnx":
+            import onnx  # noqa: F401
+        else:
+            import safetensors  # noqa: F401
+    except ImportError as err:
+        raise SystemExit(f"error: {a.format} export needs the export extra: pip install 'evolq_pl[export]' ({err})")
+    module, dm = build(a.config, extra, a.ckpt_path)
+    calib = dm.calibration_data()
+    if a.ckpt_path is None:
+        calibrate(module.model, calib.batches())
+    if a.format == "safetensors":
+        from evolq_pl.export.safetensors_io import export_safetensors
+        path = export_safetensors(module.model, a.output, module.model_name, module.model_kwargs, a.overwrite)
+    else:
+        from evolq_pl.export.onnx_io import export_onnx
+        path = export_onnx(module.model, calib.images[:2], a.output, a.overwrite)
+    print(f"exported {path} ({path.stat().st_size / 1024:.1f} KiB)")

@@ -1,0 +1,77 @@
+"""LightningCLI for evolq_pl: ``fit`` / ``validate`` with YAML configs (class_path/init_args)."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+# Lightning warnings that describe what the search does on purpose (eval-mode model, no per-step
+# validation, a no-op optimizer that only counts search steps).
+_EXPECTED_WARNINGS = (
+    r"Found \d+ module\(s\) in eval mode", r"Total length of `list` across ranks is zero",
+    r"Using ModelCheckpoint with manual optimization", r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"LightningCLI's args parameter is intended",  # evolq_pl.cli passes argv on itself (without --traceback)
+)
+
+
+def quiet_expected_warnings() -> None:
+    for pattern in _EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def _set_init_arg(component: Any, key: str, value: Any) -> None:
+    """Set ``init_args.<key>`` of a class_path/init_args node (a logger, a callback) if it has that argument."""
+    init = getattr(component, "init_args", None) if isinstance(component, Namespace) else None
+    if init is not None and key in init:
+        init[key] = value
+
+
+def redirect_outputs(config: Namespace, run_dir: str) -> None:
+    """Logs, checkpoints and results.json of this run under ``run_dir`` (replacing the config's paths)."""
+    trainer = config.trainer
+    trainer.default_root_dir = run_dir
+    loggers = trainer.logger if isinstance(trainer.logger, list) else [trainer.logger]
+    for logger in loggers:
+        _set_init_arg(logger, "save_dir", run_dir)
+    for callback in trainer.callbacks or []:
+        _set_init_arg(callback, "dirpath", str(Path(run_dir) / "checkpoints"))
+    if "init_args" in config.model and "output_dir" in config.model.init_args:
+        config.model.init_args.output_dir = run_dir
+
+
+class EvolQCLI(LightningCLI):
+    """LightningCLI with subclass mode for both the module and the data, so configs choose the classes.
+
+    Where a config and ``--ckpt_path`` are both given, the config wins: the checkpoint's saved
+    hyper-parameters are not merged into it, and a checkpoint that disagrees with the config (model, sizes,
+    bit widths, search settings) is refused with the field and both values.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(L.LightningModule, L.LightningDataModule, *args, **kwargs)
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},
+                "validate": {"model", "dataloaders", "datamodule"}}
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--run_dir", type=Optional[str], default=None,
+                            help="put this run's logs, checkpoints and results.json under this folder "
+                                 "(replaces the config's default_root_dir, logger save_dir, checkpoint dirpath, "
+                                 "output_dir)")
+
+    def _parse_ckpt_path(self) -> None:
+        """The config wins over the checkpoint's hyper-parameters (the checkpoint is checked against it instead)."""
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("run_dir"):
+            redirect_outputs(config, config.run_dir)
