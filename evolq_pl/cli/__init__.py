@@ -50,8 +50,8 @@ def _raised_in_package(tb: TracebackType | None) -> bool:
 
 
 def user_error(err: BaseException) -> BaseException | None:
-    """The exception a user can act on: the deepest in the cause chain raised by evolq_pl's own checks
-    (a ValueError or OSError with its sentence), or None for anything else (a bug: full traceback)."""
+    """The exception a user can act on: the deepest in the cause chain that is one of evolq_pl's error types
+    or a ValueError/OSError raised by evolq_pl's own checks; None for anything else (a bug: full traceback)."""
     chain, seen = [], set()
     e: BaseException | None = err
     while e is not None and id(e) not in seen:
@@ -59,9 +59,18 @@ def user_error(err: BaseException) -> BaseException | None:
         chain.append(e)
         e = e.__cause__ if e.__cause__ is not None else (None if e.__suppress_context__ else e.__context__)
     for e in reversed(chain):
-        if isinstance(e, (ValueError, OSError)) and _raised_in_package(e.__traceback__):
+        ours = type(e).__module__.startswith("evolq_pl.")  # CheckpointError, DataError, ExportError, …
+        if ours or (isinstance(e, (ValueError, OSError)) and _raised_in_package(e.__traceback__)):
             return e
     return None
+
+
+def one_line(err: BaseException) -> str:
+    """The error's own sentence; from a DataLoader worker, the original error's line, not the worker's traceback."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        text = [line for line in text.splitlines() if line.strip()][-1]
+    return text
 
 
 def dispatch(argv: list[str]) -> int:
@@ -75,12 +84,15 @@ def dispatch(argv: list[str]) -> int:
     if COMMANDS[name].module:
         importlib.import_module(COMMANDS[name].module).main(argv[1:])
         return 0
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from evolq_pl.cli.trainer_cli import EvolQCLI, quiet_expected_warnings
     quiet_expected_warnings()
-    cli = EvolQCLI(args=argv)
-    if cli.trainer.received_sigterm:  # Lightning stops cleanly on SIGTERM; the run did not finish
-        print(f"error: {name} stopped by SIGTERM before it finished (resume with --ckpt_path <last.ckpt>)",
-              file=sys.stderr)
+    try:
+        EvolQCLI(args=argv)
+    except SIGTERMException:  # Lightning's is a SystemExit with status 0: the run did not finish, say so
+        print(f"error: {name} stopped by SIGTERM before it finished (resume: the same command with "
+              "--ckpt_path <its last.ckpt>)", file=sys.stderr)
         return SIGTERM_EXIT
     return 0
 
@@ -95,6 +107,6 @@ def main(argv: list[str] | None = None) -> None:
         found = None if show_traceback else user_error(err)
         if found is None:
             raise
-        print(f"error: {found}\n(full traceback: EVOLQ_TRACEBACK=1)", file=sys.stderr)
+        print(f"error: {one_line(found)}\n(full traceback: EVOLQ_TRACEBACK=1)", file=sys.stderr)
         status = 2
     sys.exit(status)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from evolq_pl.lightning.base_data import EvolQDataModule
@@ -20,7 +21,7 @@ PAPER_TRANSFORMS = {
     "deit": (IMAGENET_MEAN, IMAGENET_STD, 0.875),
     "levit": (IMAGENET_MEAN, IMAGENET_STD, 0.875),
 }
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".JPEG")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # any case, as torchvision
 
 
 class DataError(ValueError):
@@ -62,7 +63,7 @@ def _check_folder(root: Path) -> list[str]:
         names = sorted(p.name for p in d.iterdir() if p.is_dir())
         if not names:
             raise DataError(f"{d} has no class folders")
-        if not any(f.suffix in IMAGE_EXTENSIONS for c in names for f in (d / c).iterdir()):
+        if not any(f.suffix.lower() in IMAGE_EXTENSIONS for c in names for f in (d / c).iterdir()):
             raise DataError(f"{d} has class folders but no images ({', '.join(IMAGE_EXTENSIONS[:4])}, …)")
         classes[split] = names
     if classes["train"] != classes["val"]:
@@ -70,6 +71,15 @@ def _check_folder(root: Path) -> list[str]:
         only_v = sorted(set(classes["val"]) - set(classes["train"]))[:5]
         raise DataError(f"class folders differ between train/ and val/: only in train {only_t}, only in val {only_v}")
     return classes["train"]
+
+
+def load_image(path: str) -> Image.Image:
+    """An RGB image, or a DataError naming the file (a truncated or corrupt image found mid-run)."""
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read image {path}: {err}") from None
 
 
 class HFImages(Dataset):
@@ -138,7 +148,7 @@ class ImageNetDataModule(EvolQDataModule):
             if not Path(root).is_dir():
                 raise DataError(f"data.root={root!r} does not exist")
             _check_folder(Path(root))
-            self.train, self.val = ImageFolder(str(Path(root) / "train"), tf), ImageFolder(str(Path(root) / "val"), tf)
+            self.train, self.val = (ImageFolder(str(Path(root) / split), tf, loader=load_image) for split in ("train", "val"))
         else:
             train, val = _load_hf(hf_dataset, hf_train_split, hf_val_split)
             missing = [c for c in (image_column, label_column) if c not in train.column_names]
