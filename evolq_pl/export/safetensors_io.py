@@ -3,6 +3,7 @@ scales / zero points / bias-correction statistics, every activation quantizer's 
 included) and the metadata to rebuild the model. ``load_safetensors`` rebuilds a model with identical logits."""
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -16,7 +17,7 @@ from evolq_pl.quant.config import QuantConfig
 from evolq_pl.quant.functional import bias_correct_to, channel_stats
 from evolq_pl.quant.quantizer import UniformQuantizer
 
-FORMAT = "evolq_pl/1"
+FORMAT = "evolq_pl/2"  # /2: content hash in the metadata
 
 
 class ExportError(ValueError):
@@ -75,29 +76,115 @@ def export_safetensors(model: nn.Module, path: str | Path, model_name: str, mode
                 tensors[key] = value.detach().contiguous().clone()
     meta = {"format": FORMAT, "model_name": model_name, "model_kwargs": json.dumps(model_kwargs),
             "quant_config": json.dumps(asdict(model.quant_config)), "weights": json.dumps(weights)}
+    meta["content_sha256"] = content_hash(tensors, meta)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=meta)
     return path
 
 
+def content_hash(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
+    """sha256 over every tensor (name, dtype, shape, bytes) and every metadata field but the hash itself."""
+    h = hashlib.sha256()
+    for key in sorted(meta):
+        if key != "content_sha256":
+            h.update(f"{key}={meta[key]}\n".encode())
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, list[int]]]:
+    """Metadata (parsed) and tensor shapes, without reading any tensor."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise ExportError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+            shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as err:  # not a safetensors file, a truncated header, …
+        raise ExportError(f"{path} is not a readable safetensors file ({type(err).__name__}: {err})") from None
+    if raw.get("format") != FORMAT:
+        raise ExportError(f"{path} is not an {FORMAT} export (format={raw.get('format')!r}); re-export it")
+    meta: dict[str, Any] = {"raw": raw, "model_name": raw.get("model_name")}
+    for key, kind in (("model_kwargs", dict), ("quant_config", dict), ("weights", dict)):
+        try:
+            meta[key] = json.loads(raw[key])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ExportError(f"{path}: metadata field {key!r} is missing or not JSON ({err})") from None
+        if not isinstance(meta[key], kind):
+            raise ExportError(f"{path}: metadata field {key!r} is a {type(meta[key]).__name__}, expected an object")
+    return meta, shapes
+
+
+def _expected_shapes(meta: dict[str, Any], path: Path) -> dict[str, list[int]]:
+    """The file's tensor shapes as the model named in its metadata has them, built on the meta device
+    (no memory is allocated for a model the file does not hold)."""
+    from evolq_pl.models import create_quant_model
+    from evolq_pl.models.factory import check_model_name
+
+    try:
+        check_model_name(str(meta["model_name"]))
+        cfg = QuantConfig(**meta["quant_config"])
+        with torch.device("meta"):
+            model = create_quant_model(meta["model_name"], cfg, **meta["model_kwargs"])
+    except (TypeError, ValueError) as err:
+        raise ExportError(f"{path}: metadata does not describe a supported model ({err})") from None
+    expected: dict[str, list[int]] = {}
+    layers = _weight_layers(model)
+    for key, value in model.state_dict().items():
+        owner, _, leaf = key.rpartition(".")
+        if leaf in ("scale", "zero_point"):
+            continue  # calibrated sizes: checked by load_state_dict against the layer
+        if owner in layers and leaf == "weight":
+            continue  # stored as packed codes, checked below
+        expected[key] = list(value.shape)
+    for name, layer in layers.items():
+        bits = layer.weight_quantizer.bit_type.bits
+        numel = layer.weight.numel()
+        expected[f"{name}.qweight"] = [numel if bits > 4 else (numel + 1) // 2]
+    return expected
+
+
 def load_safetensors(path: str | Path) -> nn.Module:
-    """Rebuild the fake-quant model from an export alone (no float weights needed): identical logits."""
+    """Rebuild the fake-quant model from an export alone (no float weights needed): identical logits.
+
+    Checked before anything large is allocated: the format, the metadata (a supported model, sizes that match
+    every tensor in the file); then every tensor is finite and the content hash written at export matches
+    (a flipped byte or an edited ``quant_config`` is refused). Every failure is an ``ExportError``.
+    """
     from safetensors import safe_open
 
     from evolq_pl.models import create_quant_model
 
+    path = Path(path)
+    meta, shapes = _read_header(path)
+    expected = _expected_shapes(meta, path)
+    for key, shape in expected.items():
+        if key in shapes and shapes[key] != shape:
+            raise ExportError(f"{path}: tensor {key} has shape {shapes[key]}, the model in its metadata "
+                              f"({meta['model_name']}, {meta['model_kwargs']}) needs {shape}")
     with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise ExportError(f"{path} is not an {FORMAT} export (format={meta.get('format')!r})")
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    cfg = QuantConfig(**json.loads(meta["quant_config"]))
-    model = create_quant_model(meta["model_name"], cfg, **json.loads(meta["model_kwargs"]))
-    weights = json.loads(meta["weights"])
+    bad = next((k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+    if bad is not None:
+        raise ExportError(f"{path}: tensor {bad} holds NaN or infinite values")
+    if content_hash(tensors, meta["raw"]) != meta["raw"].get("content_sha256"):
+        raise ExportError(f"{path}: content hash does not match the one written at export (the file was "
+                          "changed or damaged after export)")
+    cfg = QuantConfig(**meta["quant_config"])
+    model = create_quant_model(meta["model_name"], cfg, **meta["model_kwargs"])
+    weights = meta["weights"]
     state = {k: v for k, v in tensors.items() if not k.endswith((".qweight", ".qzero", ".bc_mean", ".bc_std"))}
-    for name, info in weights.items():
-        state[f"{name}.weight_quantizer.zero_point"] = tensors[f"{name}.qzero"].float() + info["lower"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        for name, info in weights.items():
+            state[f"{name}.weight_quantizer.zero_point"] = tensors[f"{name}.qzero"].float() + info["lower"]
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise ExportError(f"{path} does not match {meta['model_name']}: {err}") from None
     if unexpected or set(missing) != {f"{n}.weight" for n in weights}:
         raise ExportError(f"{path} does not match {meta['model_name']}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     layers = _weight_layers(model)

@@ -135,7 +135,7 @@ class EvolQModule(L.LightningModule):
         """What can be checked before calibration and search: the holdout split a holdout selection needs,
         and a writable results folder (on rank 0)."""
         dm = self.trainer.datamodule
-        if self.selection == "holdout" and getattr(dm, "holdout_size", 0) <= 0:
+        if self.selection == "holdout" and getattr(dm, "holdout_size", 1) <= 0:  # a DataModule that declares it
             raise ValueError("selection='holdout' needs a held-out split: set data.init_args.holdout_size > 0")
         if self.evaluate_at_end and self.trainer.is_global_zero:
             ensure_writable_dir(self.results_dir(), "model.init_args.output_dir")

@@ -8,6 +8,14 @@ import torch
 from torch import nn
 
 
+class NonFiniteError(ValueError):
+    """A NaN or an infinity reached a quantizer in calibration; ``source`` is that quantizer."""
+
+    def __init__(self, message: str, source: nn.Module | None = None) -> None:
+        super().__init__(message)
+        self.source = source
+
+
 class QuantSwitch:
     """Mixin for modules with two flags: ``calibrating`` (observe, pass float) and ``enabled`` (quantize)."""
 
@@ -70,7 +78,13 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
         for x in batches:
             if not torch.isfinite(x).all():
                 raise ValueError(f"calibration batch {n} contains NaN or inf values")
-            model(x)
+            try:
+                model(x)
+            except NonFiniteError as err:
+                names = {id(m): name for name, m in model.named_modules()}
+                where = names.get(id(err.source), "a quantizer")
+                raise NonFiniteError(f"calibration batch {n}: {err} at {where} (the first quantizer it reached; "
+                                     "check the weights before it and the images)", err.source) from None
             n += 1
         if n == 0:
             raise ValueError("calibrate() got an empty iterable of batches; give at least one input tensor")

@@ -8,7 +8,7 @@ from torch import nn
 
 from evolq_pl.quant.bittype import BitType
 from evolq_pl.quant.functional import fake_quant, log2_quant
-from evolq_pl.quant.modes import QuantSwitch
+from evolq_pl.quant.modes import NonFiniteError, QuantSwitch
 from evolq_pl.quant.observers import build_observer
 
 
@@ -58,7 +58,7 @@ class UniformQuantizer(QuantSwitch, nn.Module):
     def observe(self, x: torch.Tensor) -> None:
         """Feed one calibration tensor; the last one is kept for the MSE-based observers."""
         if not torch.isfinite(x).all():
-            raise ValueError(f"non-finite values (NaN/inf) reached quantizer input of shape {tuple(x.shape)}")
+            raise NonFiniteError(f"non-finite values (NaN/inf) in a quantizer input of shape {tuple(x.shape)}", self)
         view = channels_first(x.detach(), channel_dim_of(x, self.is_weight))
         self.observer.update(view)
         self._last = view

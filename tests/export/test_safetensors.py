@@ -71,3 +71,67 @@ def test_w4_file_at_most_one_sixth_of_float_at_real_width(tmp_path):
     calibrate(model, [torch.randn(4, 3, 32, 32)])
     path = export_safetensors(model, tmp_path / "s.safetensors", "deit_small_patch16_224", kw)
     assert path.stat().st_size <= len(buf.getvalue()) / 6
+
+
+def _rewrite(src, dst, meta_change=None, tensor_change=None):
+    """Copy an export with edited metadata / tensors (the content hash is kept as written at export)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    with safe_open(str(src), framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    (meta_change or (lambda m: None))(meta)
+    (tensor_change or (lambda t: None))(tensors)
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model, _ = tiny_model("deit", w_bits=4)
+    name, kw, _ = TINY["deit"]
+    return export_safetensors(model, tmp_path_factory.mktemp("exp") / "m.safetensors", name, kw)
+
+
+def test_load_refuses_damaged_or_edited_files(tmp_path, exported):
+    import json
+    data = bytearray(exported.read_bytes())
+    data[-5] ^= 0x01  # one bit of the last tensor's bytes
+    flipped = tmp_path / "flipped.safetensors"
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(ExportError, match="content hash does not match"):
+        load_safetensors(flipped)
+
+    def nan_scale(t):
+        key = next(k for k in t if k.endswith(".scale") and t[k].numel() > 0)
+        t[key] = t[key].clone()
+        t[key][0] = float("nan")
+    with pytest.raises(ExportError, match=r"\.scale holds NaN or infinite values"):
+        load_safetensors(_rewrite(exported, tmp_path / "nan.safetensors", tensor_change=nan_scale))
+
+    def other_bits(m):
+        cfg = json.loads(m["quant_config"])
+        cfg["a_bits"] = 4
+        m["quant_config"] = json.dumps(cfg)
+    with pytest.raises(ExportError, match="content hash does not match"):
+        load_safetensors(_rewrite(exported, tmp_path / "bits.safetensors", meta_change=other_bits))
+
+
+def test_load_refuses_bad_metadata_before_allocating(tmp_path, exported):
+    import json
+
+    def big(m):  # a 24-layer, 1024-wide model: refused from shapes, built on the meta device only
+        m["model_kwargs"] = json.dumps({**json.loads(m["model_kwargs"]), "depth": 24, "embed_dim": 1024, "num_heads": 16})
+    with pytest.raises(ExportError, match=r"has shape \[.*\], the model in its metadata .* needs"):
+        load_safetensors(_rewrite(exported, tmp_path / "big.safetensors", meta_change=big))
+    for field, value, message in (("model_kwargs", "{not json", "'model_kwargs' is missing or not JSON"),
+                                  ("weights", "[1, 2]", "'weights' is a list, expected an object"),
+                                  ("model_name", "resnet50", "does not describe a supported model"),
+                                  ("quant_config", json.dumps({"w_bits": 1}), "does not describe a supported model"),
+                                  ("format", "other/1", "is not an evolq_pl/2 export")):
+        bad = _rewrite(exported, tmp_path / f"{field}.safetensors", meta_change=lambda m: m.update({field: value}))
+        with pytest.raises(ExportError, match=message):
+            load_safetensors(bad)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 64)
+    with pytest.raises(ExportError, match="is not a readable safetensors file"):
+        load_safetensors(garbage)

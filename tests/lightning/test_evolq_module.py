@@ -11,7 +11,7 @@ from evolq_pl.lightning.base_data import EvolQDataModule
 from evolq_pl.lightning.calibration import CalibrationData
 from evolq_pl.lightning.evolq import CheckpointMismatchError
 from evolq_pl.models.random_init import randomize_
-from evolq_pl.quant import QuantConfig
+from evolq_pl.quant import QuantConfig, calibrate
 from evolq_pl.search import FitnessEvaluator, SearchConfig
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -114,3 +114,42 @@ def test_holdout_and_test_oracle_selection_run(tmp_path):
     assert o.selector.best_score is not None
     with pytest.raises(ValueError, match="selection='best'"):
         make_module(selection="best")
+
+
+def test_nonfinite_values_name_the_first_module(tmp_path):
+    m = make_module(passes=1)
+    with torch.no_grad():
+        m.model.blocks[1].attn.qkv.weight[0, :] = 3e38  # finite, but overflows in the float forward
+    with pytest.raises(ValueError, match=r"calibration batch 0: non-finite .* at blocks\.1\.attn\.qact1 "):
+        trainer(tmp_path).fit(m, datamodule=RandomImages())
+
+    m = make_module(passes=1)  # calibrated fine; the quantized forward overflows
+    data = RandomImages()
+    calibrate(m.model, data.calibration_data().batches())
+    with torch.no_grad():
+        m.model.blocks[1].attn.qact1.scale.fill_(float("nan"))  # e.g. a corrupted checkpoint
+    with pytest.raises(ValueError, match=r"fitness nan is not finite; the first non-finite output comes from "
+                                         r"blocks\.1\.attn\.qact1 "):
+        trainer(tmp_path).fit(m, datamodule=data)
+
+
+def test_results_json_is_strict_and_survives_a_failed_evaluation(tmp_path):
+    from evolq_pl.lightning.evolq import strict_json
+
+    assert strict_json({"a": float("nan"), "b": [float("inf"), 1.0]}) == '{"a": null, "b": [null, 1.0]}'
+
+    class BrokenEval(RandomImages):
+        calls = 0
+
+        def eval_dataloader(self):
+            BrokenEval.calls += 1
+            if BrokenEval.calls > 1:  # the float and init evaluations fail after the search finished
+                raise OSError("disk vanished")
+            return super().eval_dataloader()
+
+    m = make_module(passes=1, output_dir=str(tmp_path / "out"))
+    with pytest.raises(RuntimeError, match="but these measurements failed"):
+        trainer(tmp_path).fit(m, datamodule=BrokenEval())
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["evaluations"] == 3 * len(m.units) and "top1_evolq" in results
+    assert set(results["missing"]) == {"float", "init"} and "disk vanished" in results["missing"]["float"]

@@ -113,6 +113,15 @@ def test_nan_candidate_rejected_with_warning():
     assert best == 0.5 and search.rejected == 2
 
 
+def test_nan_incumbent_never_blocks_a_finite_candidate():
+    unit = _toy_unit(torch.ones(4))
+    calls = iter([7.0, 9.0, 8.0])
+    search = EvolutionarySearch(SearchConfig(cycles=3, seed=0))
+    best = search.search_unit(unit, lambda u: next(calls), float("nan"))
+    assert best == 7.0  # any finite fitness beats the NaN population it started from
+    assert search.select_parent([(float("nan"), torch.zeros(1)), (3.0, torch.ones(1))] * 5)[0] == 3.0
+
+
 def test_search_state_dict_round_trip_draws_same_numbers():
     a = EvolutionarySearch(SearchConfig(seed=3))
     a.mutate(torch.ones(5), _toy_unit(torch.ones(5)))
