@@ -14,6 +14,7 @@ import json
 import torch
 import yaml
 
+from evolq_pl.cli.restore import load_checkpoint
 from evolq_pl.lightning.fashion_mnist import FashionMNISTDataModule
 from evolq_pl.lightning.metrics import evaluate
 from evolq_pl.models.factory import create_float_model, sha256_file
@@ -29,7 +30,7 @@ def main() -> None:
     cfg = yaml.safe_load(open(args.config))
     init = cfg["model"]["init_args"]
     image_size = cfg["data"]["init_args"]["image_size"]
-    state = torch.load(args.ckpt, map_location="cpu", weights_only=False)["float_state_dict"]
+    state = load_checkpoint(args.ckpt)["float_state_dict"]  # weights-only, through Lightning's loader
     out = REFERENCE_DIR / f"{args.name}.pt"
     torch.save({k: v.clone() for k, v in state.items()}, out)
     model = create_float_model(init["model_name"], checkpoint_path=str(out), **init["model_kwargs"])

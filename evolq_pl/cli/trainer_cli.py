@@ -73,5 +73,8 @@ class EvolQCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("ckpt_path"):  # refuse a pickle payload or a foreign file before building anything
+            from evolq_pl.cli.restore import load_checkpoint
+            load_checkpoint(config.ckpt_path)
         if config.get("run_dir"):
             redirect_outputs(config, config.run_dir)

@@ -106,7 +106,8 @@ class FashionMNISTDataModule(EvolQDataModule):
         }
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        assert self._data is not None, "call setup() first"
+        self.setup()  # loads once; a loader asked for outside a Trainer works too
+        assert self._data is not None
         ds = TensorDataset(self._data[f"{split}_x"], self._data[f"{split}_y"])
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
                           drop_last=shuffle)

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from evolq_pl.cli.restore import load_checkpoint
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -28,7 +30,7 @@ def test_ddp_two_processes_match_one(tmp_path, fashion_mnist_available):
     two = fit(tmp_path / "two", "--trainer.strategy", "ddp", "--trainer.devices", "2")
     assert one["fitness_final"] < one["fitness_init"]  # the search moved, so equality is meaningful
     assert two["fitness_final"] == pytest.approx(one["fitness_final"], rel=1e-6)
-    a = torch.load(tmp_path / "one" / "ckpt" / "last.ckpt", weights_only=False)["state_dict"]
-    b = torch.load(tmp_path / "two" / "ckpt" / "last.ckpt", weights_only=False)["state_dict"]
+    a = load_checkpoint(tmp_path / "one" / "ckpt" / "last.ckpt")["state_dict"]
+    b = load_checkpoint(tmp_path / "two" / "ckpt" / "last.ckpt")["state_dict"]
     scales = [k for k in a if k.endswith(".scale")]
     assert scales and all(torch.equal(a[k], b[k]) for k in scales)

@@ -1,0 +1,124 @@
+"""The command line as a user meets it: --help, the console script, one-line errors, refused checkpoints."""
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from evolq_pl.cli import COMMANDS, main
+from tests.cli.test_trainer_cli import ROOT, cli, tiny_config
+
+
+def run_main(capsys, *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
+
+
+def test_help_lists_every_command(capsys):
+    code, out, _ = run_main(capsys, "--help")
+    assert code == 0
+    for name in ("fit", "validate", "export", "landscape", "seeds"):
+        assert f"  {name}" in out and COMMANDS[name].summary in out
+    code, _, err = run_main(capsys, "trian")
+    assert code == 2 and err.startswith("error: unknown command 'trian'; accepted: fit, validate, export")
+
+
+def test_console_script_and_module_entry_points():
+    for cmd in (["evolq-pl", "--help"], [sys.executable, "-m", "evolq_pl", "--help"]):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd="/")
+        assert out.returncode == 0 and "landscape" in out.stdout and "seeds" in out.stdout, (cmd, out.stderr)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model.init_args.quant.w_bits", "1"], "quant.w_bits=1: not supported; accepted: integers 2..8"),
+    (["--model.init_args.quant.w_bits", "9"], "quant.w_bits=9: not supported; accepted: integers 2..8"),
+    (["--model.init_args.quant.a_bits", "0"], "quant.a_bits=0: not supported; accepted: integers 2..8"),
+    (["--model.init_args.search.population", "0"], "search.population=0: must be ≥ 1"),
+    (["--model.init_args.search.passes", "-1"], "search.passes=-1: must be ≥ 0"),
+    (["--model.init_args.search.loss", "l1"], "search.loss='l1': unknown; accepted: cosine, infonce, kl, mse"),
+    (["--model.init_args.model_name", "resnet50"], "unknown model 'resnet50'; supported: vit_base_patch16_224"),
+    (["--model.init_args.selection", "holdout"],
+     "selection='holdout' needs a held-out split: set data.init_args.holdout_size > 0"),
+    (["--model.init_args.output_dir", "/proc/evolq"], "model.init_args.output_dir='/proc/evolq': not a writable folder"),
+    (["--data", "evolq_pl.lightning.ImageNetDataModule", "--data.init_args.root", "/nonexistent"],
+     "data.root='/nonexistent' does not exist"),
+])
+def test_bad_value_gives_one_line(tmp_path, args, message):
+    out = cli("fit", "--config", str(tiny_config(tmp_path)), *args)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert len(errors) == 1 and message in errors[0], out.stderr[-2000:]
+    assert out.stderr.splitlines()[-2:] == [errors[0], "(full traceback: EVOLQ_TRACEBACK=1)"]
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_traceback_on_request(tmp_path):
+    env = {**os.environ, "EVOLQ_TRACEBACK": "1"}
+    out = subprocess.run([sys.executable, "cli.py", "fit", "--config", str(tiny_config(tmp_path)),
+                          "--model.init_args.search.loss", "l1"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert out.returncode != 0 and "Traceback (most recent call last)" in out.stderr
+
+
+class Payload:
+    """Unpickling this runs code: it creates the file named ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_payload_refused_by_every_command(tmp_path):
+    marker = tmp_path / "payload_ran"
+    ckpt = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "evolq": Payload(marker)}, ckpt, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    config = str(tiny_config(tmp_path))
+    commands = {
+        "fit": ["fit", "--config", config, "--ckpt_path", str(ckpt)],
+        "validate": ["validate", "--config", config, "--ckpt_path", str(ckpt)],
+        "export": ["export", "--config", config, "--ckpt_path", str(ckpt), "--format", "safetensors",
+                   "--output", str(tmp_path / "m.safetensors")],
+        "landscape": ["landscape", "--config", config, "--ckpt_path", str(ckpt), "--unit", "0",
+                      "--out", str(tmp_path / "land")],
+    }
+    for name, argv in commands.items():
+        out = cli(*argv)
+        assert out.returncode == 2, (name, out.stderr[-2000:])
+        assert "not a weights-only checkpoint, refused" in out.stderr, (name, out.stderr[-2000:])
+        assert not marker.exists(), f"{name} ran the pickle payload"
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_export_output_checked_before_work(tmp_path, capsys):
+    config = str(tiny_config(tmp_path))
+    (tmp_path / "folder").mkdir()
+    code, _, err = run_main(capsys, "export", "--config", config, "--format", "safetensors",
+                            "--output", str(tmp_path / "folder"))
+    assert code == 2 and f"--output='{tmp_path / 'folder'}' is a folder" in err
+    code, _, err = run_main(capsys, "export", "--config", config, "--format", "onnx", "--output", "/proc/x.onnx")
+    assert code == 2 and "is not writable" in err
+
+
+def test_sigterm_during_fit_exits_non_zero(tmp_path, fashion_mnist_available):
+    if not fashion_mnist_available:
+        pytest.skip("dataset-fashion-mnist not installed (.ci/run installs it)")
+    proc = subprocess.Popen([sys.executable, "cli.py", "fit", "--config", str(tiny_config(tmp_path)),
+                             "--model.init_args.search.passes", "100000"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    for line in proc.stdout:  # wait until the search runs
+        if "calibrated init" in line or time.monotonic() > deadline:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + 15 and "stopped by SIGTERM before it finished" in out
+    assert not (tmp_path / "out" / "results.json").exists()

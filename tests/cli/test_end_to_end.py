@@ -1,0 +1,76 @@
+"""The user path on the shipped DeiT-shaped reference model, from the command line:
+fit → validate --ckpt_path → export safetensors and ONNX from that checkpoint → reload / onnxruntime →
+landscape --ckpt_path; and a checkpoint that does not match the config is refused."""
+import json
+import re
+
+import pytest
+import torch
+
+from evolq_pl.cli.restore import build
+from evolq_pl.export import load_safetensors
+from evolq_pl.export.onnx_io import onnx_session
+from tests.cli.test_trainer_cli import ROOT, cli
+
+DEMO = str(ROOT / "configs" / "demo.yaml")
+SMALL = ["--data.init_args.calib_size", "200", "--data.init_args.eval_size", "2000",
+         "--model.init_args.search.passes", "1"]
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, fashion_mnist_available):
+    if not fashion_mnist_available:
+        pytest.skip("dataset-fashion-mnist not installed (.ci/run installs it)")
+    run_dir = tmp_path_factory.mktemp("demo")
+    fit = cli("fit", "--config", DEMO, "--run_dir", str(run_dir), *SMALL)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    return run_dir, run_dir / "checkpoints" / "last.ckpt", json.loads((run_dir / "results.json").read_text())
+
+
+def test_fit_validate_export_reload_onnxruntime(searched, tmp_path):
+    run_dir, ckpt, results = searched
+    assert results["evaluations"] == 6 * 3 and results["settings"]["quant"]["w_bits"] == 4
+    val = cli("validate", "--config", DEMO, "--run_dir", str(tmp_path / "val"), "--ckpt_path", str(ckpt), *SMALL)
+    assert val.returncode == 0, val.stderr[-3000:]
+    top1 = float(re.search(r"val/top1\D*([0-9.]+)", val.stdout).group(1))
+    assert top1 * 100 == pytest.approx(results["top1_evolq"], abs=1e-3)
+
+    st, onnx_file = tmp_path / "deit_w4.safetensors", tmp_path / "deit_w4.onnx"
+    for fmt, path in (("safetensors", st), ("onnx", onnx_file)):
+        out = cli("export", "--config", DEMO, "--ckpt_path", str(ckpt), "--format", fmt, "--output", str(path),
+                  "--", *SMALL)
+        assert out.returncode == 0 and path.is_file(), out.stderr[-3000:]
+
+    module, dm = build([DEMO], SMALL, str(ckpt))  # the searched module, restored as the commands restore it
+    x = torch.cat([b for b, _ in dm.eval_dataloader()])[:2000]
+    with torch.no_grad():
+        searched_logits = module.model(x)
+        assert torch.equal(load_safetensors(st)(x), searched_logits)
+    init = module.init_scales
+    assert init is not None and any(not torch.equal(init[k], module.model.state_dict()[k]) for k in init), \
+        "the checkpoint's searched scales equal the calibrated init: nothing was searched"
+
+    sess = onnx_session(onnx_file)
+    ort_logits = torch.cat([torch.from_numpy(sess.run(None, {"images": b.numpy()})[0]) for b in x.split(500)])
+    agreement = (ort_logits.argmax(1) == searched_logits.argmax(1)).float().mean().item()
+    assert agreement >= 0.995, agreement
+
+
+def test_landscape_from_checkpoint(searched, tmp_path):
+    _, ckpt, _ = searched
+    out = cli("landscape", "--config", DEMO, "--ckpt_path", str(ckpt), "--unit", "5", "--steps", "3",
+              "--eval_size", "200", "--out", str(tmp_path / "land"), "--", *SMALL)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = (tmp_path / "land" / "landscape.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3
+
+
+def test_checkpoint_that_does_not_match_is_refused(searched, tmp_path):
+    _, ckpt, _ = searched
+    for extra, message in ((["--model.init_args.quant.w_bits", "3"], "quant.w_bits: checkpoint=4, config=3"),
+                           (["--model.init_args.search.loss", "mse"], "loss: checkpoint='infonce', config='mse'")):
+        val = cli("validate", "--config", DEMO, "--run_dir", str(tmp_path), "--ckpt_path", str(ckpt), *SMALL, *extra)
+        assert val.returncode == 2 and message in val.stderr and "Traceback" not in val.stderr, val.stderr[-2000:]
+    levit = cli("validate", "--config", str(ROOT / "configs" / "fmnist" / "levit.yaml"), "--run_dir", str(tmp_path),
+                "--ckpt_path", str(ckpt))
+    assert levit.returncode == 2 and "model_name: checkpoint='deit_tiny_patch16_224', config='levit_128s'" in levit.stderr

@@ -1,0 +1,71 @@
+"""The seeds command aggregates per-seed results (two seeds on CPU, tiny model)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from evolq_pl.cli.seeds import summarise
+from tests.cli.test_trainer_cli import ROOT, tiny_config
+
+
+def test_summarise_by_hand(tmp_path):
+    for seed, top1 in ((0, 80.0), (1, 82.0)):
+        (tmp_path / f"seed{seed}").mkdir()
+        (tmp_path / f"seed{seed}" / "results.json").write_text(json.dumps(
+            {"model": "m", "w_bits": 4, "a_bits": 8, "top1_evolq": top1, "fitness_init": 2.0}))
+    rows = {r["metric"]: r for r in summarise(tmp_path, [0, 1])["rows"]}
+    assert rows["top1_evolq"]["mean"] == 81.0 and rows["top1_evolq"]["std"] == pytest.approx(2**0.5)
+    assert "| top1_evolq | 81 ± 1.4 | 80 | 82 |" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "summary.csv").read_text().startswith("metric,mean,std,seed0,seed1")
+
+
+def test_seeds_command_two_seeds_cpu(tmp_path, fashion_mnist_available):
+    if not fashion_mnist_available:
+        pytest.skip("dataset-fashion-mnist not installed (.ci/run installs it)")
+    config = tiny_config(tmp_path)
+    out = subprocess.run([sys.executable, "cli.py", "seeds", "--config", str(config), "--seeds", "0", "1",
+                          "--out", str(tmp_path / "seeds"), "--", "--trainer.callbacks", "[]",
+                          "--trainer.enable_checkpointing", "false"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = [json.loads((tmp_path / "seeds" / f"seed{s}" / "results.json").read_text()) for s in (0, 1)]
+    assert [r["seed"] for r in runs] == [0, 1]
+    assert "top1_evolq" in (tmp_path / "seeds" / "summary.md").read_text()
+    assert list((tmp_path / "seeds" / "seed0" / "lightning_logs").iterdir())  # logs under --out
+    assert not (tmp_path / "out").exists()  # not in the config's own output_dir
+
+    def seeds(*args):
+        return subprocess.run([sys.executable, "cli.py", "seeds", "--config", str(config), "--out",
+                               str(tmp_path / "seeds"), *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+    stamp = (tmp_path / "seeds" / "seed0" / "results.json").stat().st_mtime_ns
+    again = seeds("--seeds", "0", "1", "--", "--trainer.callbacks", "[]", "--trainer.enable_checkpointing", "false")
+    assert again.returncode == 0 and again.stderr.count("finished earlier with the same settings, skipped") == 2
+    assert (tmp_path / "seeds" / "seed0" / "results.json").stat().st_mtime_ns == stamp
+
+    other = seeds("--seeds", "0", "1", "--", "--model.init_args.quant.w_bits", "3")
+    assert other.returncode == 2 and "holds a run of other settings" in other.stderr and "Traceback" not in other.stderr
+
+    missing = seeds("--seeds", "0", "1", "2", "--summary-only")
+    assert missing.returncode == 2 and "no results.json for seed(s) [2]" in missing.stderr
+
+    printed = seeds("--seeds", "0", "1", "2", "--print-commands", "--", "--trainer.callbacks", "[]",
+                    "--trainer.enable_checkpointing", "false")
+    assert printed.returncode == 0 and len(printed.stdout.splitlines()) == 1  # seeds 0 and 1 are done
+    assert "-m evolq_pl fit" in printed.stdout and f"--run_dir {tmp_path / 'seeds' / 'seed2'}" in printed.stdout
+    (tmp_path / "seeds" / "seed2" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "seeds" / "seed2" / "checkpoints" / "last.ckpt").write_bytes(b"")  # an interrupted seed 2
+    resumed = seeds("--seeds", "2", "--print-commands", "--", "--trainer.callbacks", "[]",
+                    "--trainer.enable_checkpointing", "false")
+    assert resumed.stdout.strip().endswith(f"--ckpt_path {tmp_path / 'seeds' / 'seed2' / 'checkpoints' / 'last.ckpt'}")
+
+
+def test_summarise_refuses_runs_of_other_settings(tmp_path):
+    for seed, bits in ((0, 4), (1, 3)):
+        (tmp_path / f"seed{seed}").mkdir()
+        settings = {"model": "m", "quant": {"w_bits": bits}, "search": {"passes": 10, "seed": seed}}
+        (tmp_path / f"seed{seed}" / "results.json").write_text(json.dumps(
+            {"model": "m", "w_bits": bits, "a_bits": 8, "top1_evolq": 80.0, "settings": settings}))
+    with pytest.raises(ValueError, match="seed 1 ran with other settings than seed 0 .*W3A8 vs m W4A8"):
+        summarise(tmp_path, [0, 1])
