@@ -8,7 +8,7 @@ and a mismatch is refused). Without it the model is calibrated (the FQ-ViT initi
 """
 from __future__ import annotations
 
-import os
+import tempfile
 from pathlib import Path
 
 from evolq_pl.cli.argv import command_parser
@@ -28,8 +28,13 @@ def check_output(output: Path, overwrite: bool) -> None:
     parent = output.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
-    if not os.access(parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
-        raise ExportError(f"--output={str(output)!r}: {parent} is not writable")
+    if not parent.is_dir():
+        raise ExportError(f"--output={str(output)!r}: {parent} is a file, not a folder")
+    try:  # a real write, not permission bits (root, read-only mounts, /proc)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as err:
+        raise ExportError(f"--output={str(output)!r}: {parent} is not writable ({err.strerror or err})") from None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -46,8 +46,6 @@ def test_console_script_and_module_entry_points():
     (["--model.init_args.selection", "holdout"],
      "selection='holdout' needs a held-out split: set data.init_args.holdout_size > 0"),
     (["--model.init_args.output_dir", "/proc/evolq"], "model.init_args.output_dir='/proc/evolq': not a writable folder"),
-    (["--data", "evolq_pl.lightning.ImageNetDataModule", "--data.init_args.root", "/nonexistent"],
-     "data.root='/nonexistent' does not exist"),
 ])
 def test_bad_value_gives_one_line(tmp_path, args, message):
     out = cli("fit", "--config", str(tiny_config(tmp_path)), *args)
@@ -56,6 +54,13 @@ def test_bad_value_gives_one_line(tmp_path, args, message):
     assert len(errors) == 1 and message in errors[0], out.stderr[-2000:]
     assert out.stderr.splitlines()[-2:] == [errors[0], "(full traceback: EVOLQ_TRACEBACK=1)"]
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_missing_image_folder_gives_one_line():
+    out = cli("fit", "--config", "configs/imagenet/base.yaml", "--config", "configs/imagenet/deit_tiny_w4a8.yaml",
+              "--model.init_args.pretrained", "false", "--data.init_args.root", "/nonexistent")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines()[-2] == "error: data.root='/nonexistent' does not exist"
 
 
 def test_traceback_on_request(tmp_path):
@@ -104,7 +109,11 @@ def test_export_output_checked_before_work(tmp_path, capsys):
                             "--output", str(tmp_path / "folder"))
     assert code == 2 and f"--output='{tmp_path / 'folder'}' is a folder" in err
     code, _, err = run_main(capsys, "export", "--config", config, "--format", "onnx", "--output", "/proc/x.onnx")
-    assert code == 2 and "is not writable" in err
+    assert code == 2 and "--output='/proc/x.onnx': /proc is not writable" in err
+    (tmp_path / "file").write_text("")
+    code, _, err = run_main(capsys, "export", "--config", config, "--format", "onnx",
+                            "--output", str(tmp_path / "file" / "x.onnx"))
+    assert code == 2 and f"{tmp_path / 'file'} is a file, not a folder" in err
 
 
 def test_sigterm_during_fit_exits_non_zero(tmp_path, fashion_mnist_available):

@@ -3,6 +3,8 @@ fit → validate --ckpt_path → export safetensors and ONNX from that checkpoin
 landscape --ckpt_path; and a checkpoint that does not match the config is refused."""
 import json
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,40 +19,55 @@ SMALL = ["--data.init_args.calib_size", "200", "--data.init_args.eval_size", "20
          "--model.init_args.search.passes", "1"]
 
 
+def readme_user_path(run_dir: Path) -> list[str]:
+    """The README's user-path commands, with ``runs/demo`` moved to ``run_dir``."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("<!-- user-path:start -->"):text.index("<!-- user-path:end -->")]
+    lines = [line for line in block.splitlines() if line and not line.startswith(("<!--", "```"))]
+    return [line.replace("runs/demo", str(run_dir)) for line in lines]
+
+
+def shell(line: str) -> subprocess.CompletedProcess:
+    return subprocess.run(line, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, fashion_mnist_available):
+    """The README's ``fit`` line, with small settings."""
     if not fashion_mnist_available:
         pytest.skip("dataset-fashion-mnist not installed (.ci/run installs it)")
     run_dir = tmp_path_factory.mktemp("demo")
-    fit = cli("fit", "--config", DEMO, "--run_dir", str(run_dir), *SMALL)
-    assert fit.returncode == 0, fit.stderr[-3000:]
+    fit = readme_user_path(run_dir)[0]
+    assert fit.startswith("evolq-pl fit ")
+    out = shell(f"{fit} {' '.join(SMALL)}")
+    assert out.returncode == 0, out.stderr[-3000:]
     return run_dir, run_dir / "checkpoints" / "last.ckpt", json.loads((run_dir / "results.json").read_text())
 
 
-def test_fit_validate_export_reload_onnxruntime(searched, tmp_path):
+def test_readme_user_path_validate_export_reload_onnxruntime(searched, tmp_path):
     run_dir, ckpt, results = searched
     assert results["evaluations"] == 6 * 3 and results["settings"]["quant"]["w_bits"] == 4
-    val = cli("validate", "--config", DEMO, "--run_dir", str(tmp_path / "val"), "--ckpt_path", str(ckpt), *SMALL)
+    validate, export_st, export_onnx, run_onnx = readme_user_path(run_dir)[1:]
+    val = shell(f"{validate} --run_dir {tmp_path / 'val'} {' '.join(SMALL)}")
     assert val.returncode == 0, val.stderr[-3000:]
     top1 = float(re.search(r"val/top1\D*([0-9.]+)", val.stdout).group(1))
     assert top1 * 100 == pytest.approx(results["top1_evolq"], abs=1e-3)
-
-    st, onnx_file = tmp_path / "deit_w4.safetensors", tmp_path / "deit_w4.onnx"
-    for fmt, path in (("safetensors", st), ("onnx", onnx_file)):
-        out = cli("export", "--config", DEMO, "--ckpt_path", str(ckpt), "--format", fmt, "--output", str(path),
-                  "--", *SMALL)
-        assert out.returncode == 0 and path.is_file(), out.stderr[-3000:]
+    for line in (export_st, export_onnx):
+        out = shell(f"{line} -- {' '.join(SMALL)}")
+        assert out.returncode == 0, out.stderr[-3000:]
+    ran = shell(run_onnx)
+    assert ran.returncode == 0 and ran.stdout.strip() == "(2, 10)", ran.stderr[-2000:]
 
     module, dm = build([DEMO], SMALL, str(ckpt))  # the searched module, restored as the commands restore it
     x = torch.cat([b for b, _ in dm.eval_dataloader()])[:2000]
     with torch.no_grad():
         searched_logits = module.model(x)
-        assert torch.equal(load_safetensors(st)(x), searched_logits)
+        assert torch.equal(load_safetensors(run_dir / "deit_w4.safetensors")(x), searched_logits)
     init = module.init_scales
     assert init is not None and any(not torch.equal(init[k], module.model.state_dict()[k]) for k in init), \
         "the checkpoint's searched scales equal the calibrated init: nothing was searched"
 
-    sess = onnx_session(onnx_file)
+    sess = onnx_session(run_dir / "deit_w4.onnx")
     ort_logits = torch.cat([torch.from_numpy(sess.run(None, {"images": b.numpy()})[0]) for b in x.split(500)])
     agreement = (ort_logits.argmax(1) == searched_logits.argmax(1)).float().mean().item()
     assert agreement >= 0.995, agreement

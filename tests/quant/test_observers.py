@@ -86,7 +86,7 @@ def test_unknown_observer_named():
 
 
 def test_config_rejects_bad_bits_and_int_ln_without_ptf():
-    with pytest.raises(UnsupportedBitWidthError, match="bit width 1"):
+    with pytest.raises(UnsupportedBitWidthError, match=r"quant.w_bits=1: not supported; accepted: integers 2..8"):
         QuantConfig(w_bits=1)
     with pytest.raises(ValueError, match="int_layernorm=True requires ptf=True"):
         QuantConfig(ptf=False)
