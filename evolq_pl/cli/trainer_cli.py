@@ -55,6 +55,11 @@ class EvolQCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_kwargs", {
+            "fit": {"description": "Calibrate and run the Evol-Q search. With --ckpt_path, resume it: the config "
+                                   "wins and a checkpoint of other settings is refused."},
+            "validate": {"description": "Top-1/top-5 on the evaluation split. With --ckpt_path, of the searched "
+                                        "checkpoint: the config wins and a checkpoint of other settings is refused."}})
         super().__init__(L.LightningModule, L.LightningDataModule, *args, **kwargs)
 
     @staticmethod
