@@ -57,10 +57,11 @@ def user_error(err: BaseException) -> BaseException | None:
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         chain.append(e)
-        e = e.__cause__ if e.__cause__ is not None else (None if e.__suppress_context__ else e.__context__)
+        e = e.__cause__  # raised *from*: the wrapper's cause; an error met while handling another is not one
     for e in reversed(chain):
         ours = type(e).__module__.startswith("evolq_pl.")  # CheckpointError, DataError, ExportError, …
-        if ours or (isinstance(e, (ValueError, OSError)) and _raised_in_package(e.__traceback__)):
+        if ours or type(e).__name__ == "MisconfigurationException" or \
+                (isinstance(e, (ValueError, OSError)) and _raised_in_package(e.__traceback__)):
             return e
     return None
 
@@ -70,6 +71,7 @@ def one_line(err: BaseException) -> str:
     text = str(err).strip()
     if "Original Traceback" in text:
         text = [line for line in text.splitlines() if line.strip()][-1]
+        text = text.split(": ", 1)[1] if text.split(": ", 1)[0].endswith(type(err).__name__) else text
     return text
 
 
@@ -91,8 +93,8 @@ def dispatch(argv: list[str]) -> int:
     try:
         EvolQCLI(args=argv)
     except SIGTERMException:  # Lightning's is a SystemExit with status 0: the run did not finish, say so
-        print(f"error: {name} stopped by SIGTERM before it finished (resume: the same command with "
-              "--ckpt_path <its last.ckpt>)", file=sys.stderr)
+        resume = " (resume: the same command with --ckpt_path <its last.ckpt>)" if name == "fit" else ""
+        print(f"error: {name} stopped by SIGTERM before it finished{resume}", file=sys.stderr)
         return SIGTERM_EXIT
     return 0
 

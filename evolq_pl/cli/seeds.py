@@ -26,6 +26,8 @@ from typing import Any
 
 from evolq_pl.cli.argv import command_parser
 
+# arguments the seeds command sets for every seed itself
+SEED_OWNED = ("--run_dir", "--ckpt_path", "--model.init_args.search.seed", "--data.init_args.seed", "--seed_everything")
 METRICS = ("top1_float", "top1_init", "top1_evolq", "top5_float", "top5_init", "top5_evolq", "fitness_init",
            "fitness_final", "evaluations", "search_seconds")
 
@@ -60,23 +62,43 @@ def seed_command(configs: list[str], seed: int, out: Path, extra: list[str]) -> 
         cmd += ["--config", c]
     cmd += ["--model.init_args.search.seed", str(seed), "--data.init_args.seed", str(seed),
             "--seed_everything", str(seed), "--run_dir", str(run_dir), *extra]
-    ckpt = last_checkpoint(run_dir) if not (run_dir / "results.json").exists() else None
+    ckpt = last_checkpoint(run_dir) if not finished(out, seed) else None
     return cmd + (["--ckpt_path", str(ckpt)] if ckpt else [])
+
+
+def finished(out: Path, seed: int) -> bool:
+    """results.json written with every measurement (one listing ``missing`` is rerun: it resumes)."""
+    path = seed_dir(out, seed) / "results.json"
+    return path.exists() and "missing" not in json.loads(path.read_text())
+
+
+def check_arguments(configs: list[str], extra: list[str]) -> None:
+    for c in configs:
+        if not Path(c).is_file():
+            raise SeedsError(f"--config={c!r}: no such file")
+    owned = [a for a in extra if a.split("=")[0] in SEED_OWNED]
+    if owned:
+        raise SeedsError(f"{owned[0].split('=')[0]} is set per seed by the seeds command; remove it from the "
+                         f"arguments after --")
 
 
 def plan(configs: list[str], seeds: list[int], out: Path, extra: list[str]) -> list[int]:
     """Seeds still to run; refuses a seed folder that holds a run of other settings."""
+    check_arguments(configs, extra)
     key, todo = fingerprint(configs, extra), []
     for seed in seeds:
         marker = seed_dir(out, seed) / "run.json"
         if marker.exists():
-            stored = json.loads(marker.read_text())
+            try:
+                stored = json.loads(marker.read_text())
+            except ValueError:
+                raise SeedsError(f"{marker} is damaged; delete {seed_dir(out, seed)} to rerun that seed") from None
             if stored.get("fingerprint") != key:
                 raise SeedsError(f"--out={str(out)!r}: {seed_dir(out, seed)} holds a run of other settings "
                                  f"(configs {stored.get('configs')} with arguments {stored.get('extra')}; now "
                                  f"{configs} with {extra}, or a config file changed since); use another --out "
                                  "or delete that folder")
-            if (seed_dir(out, seed) / "results.json").exists():
+            if finished(out, seed):
                 print(f"seed {seed}: finished earlier with the same settings, skipped", file=sys.stderr)
                 continue
         todo.append(seed)
@@ -103,7 +125,7 @@ def run_seeds(configs: list[str], seeds: list[int], out: Path, gpus: list[str], 
             mark(configs, seed, out, extra)
             procs.append((seed, subprocess.Popen(seed_command(configs, seed, out, extra), env=env)))
         for seed, p in procs:
-            if p.wait() != 0 or not (seed_dir(out, seed) / "results.json").exists():
+            if p.wait() != 0 or not finished(out, seed):
                 failed.append(f"seed {seed} (exit {p.returncode})")
     if failed:
         raise SeedsError(f"{', '.join(failed)} did not finish; rerun the same command to resume them")
@@ -121,6 +143,9 @@ def load_runs(out: Path, seeds: list[int]) -> dict[int, dict[str, Any]]:
         raise SeedsError(f"no results.json for seed(s) {missing} under --out={str(out)!r}; run them first "
                          "(without --summary-only) or leave them out of --seeds")
     runs = {s: json.loads((seed_dir(out, s) / "results.json").read_text()) for s in seeds}
+    partial = {s: r["missing"] for s, r in runs.items() if "missing" in r}
+    if partial:
+        raise SeedsError(f"seed(s) {sorted(partial)} lack measurements {partial}; rerun them (without --summary-only)")
     reference = comparable(runs[seeds[0]].get("settings", {}))
     for s, r in runs.items():
         if comparable(r.get("settings", {})) != reference:
@@ -167,14 +192,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--print-commands", action="store_true",
                         help="print one fit command per seed still to run (for a scheduler), run nothing")
     args = parser.parse_args(argv)
-    out: Path = args.out
+    out: Path = args.out.resolve()  # printed commands work from any folder
+    configs = [str(Path(c).resolve()) for c in args.config]
     if not args.summary_only:
-        todo = plan(args.config, args.seeds, out, extra)
+        todo = plan(configs, args.seeds, out, extra)
         if args.print_commands:
             for seed in todo:
-                mark(args.config, seed, out, extra)
-                print(shlex.join(seed_command(args.config, seed, out, extra)))
+                mark(configs, seed, out, extra)
+                print(shlex.join(seed_command(configs, seed, out, extra)))
             return
-        run_seeds(args.config, todo, out, args.gpus, extra)
+        run_seeds(configs, todo, out, args.gpus, extra)
     summarise(out, args.seeds)
     print((out / "summary.md").read_text())

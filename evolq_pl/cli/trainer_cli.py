@@ -18,6 +18,10 @@ _EXPECTED_WARNINGS = (
 )
 
 
+# --ckpt_path names Lightning resolves itself (it loads them weights-only too)
+CKPT_ALIASES = ("last", "best", "hpc", "registry")
+
+
 def quiet_expected_warnings() -> None:
     for pattern in _EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
@@ -78,8 +82,11 @@ class EvolQCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if config.get("ckpt_path"):  # refuse a pickle payload or a foreign file before building anything
+        ckpt = config.get("ckpt_path")
+        if ckpt and ckpt not in CKPT_ALIASES:  # refuse a pickle payload or a foreign file before building anything
             from evolq_pl.cli.restore import load_checkpoint
-            load_checkpoint(config.ckpt_path)
+            load_checkpoint(ckpt)
         if config.get("run_dir"):
+            from evolq_pl.lightning.evolq import ensure_writable_dir
+            ensure_writable_dir(Path(config.run_dir), "--run_dir")
             redirect_outputs(config, config.run_dir)

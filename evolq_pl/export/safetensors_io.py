@@ -120,33 +120,58 @@ def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, list[int]]]:
     return meta, shapes
 
 
-def _expected_shapes(meta: dict[str, Any], path: Path) -> dict[str, list[int]]:
-    """The file's tensor shapes as the model named in its metadata has them, built on the meta device
-    (no memory is allocated for a model the file does not hold)."""
+# create_quant_model arguments that are not model sizes: an export's metadata may not set them
+NOT_SIZES = ("pretrained", "checkpoint_path", "checkpoint_sha256", "pretrained_cfg", "pretrained_cfg_overlay")
+
+
+def _expected_shapes(meta: dict[str, Any], path: Path) -> dict[str, list[int] | None]:
+    """Every tensor the model named in the metadata needs in the file, with its shape (None: a calibrated size,
+    checked by bound), built on the meta device (nothing is allocated for a model the file does not hold)."""
     from evolq_pl.models import create_quant_model
     from evolq_pl.models.factory import check_model_name
 
+    bad = [k for k in meta["model_kwargs"] if k in NOT_SIZES]
+    if bad:
+        raise ExportError(f"{path}: metadata model_kwargs may only hold model sizes, not {bad}")
     try:
         check_model_name(str(meta["model_name"]))
         cfg = QuantConfig(**meta["quant_config"])
         with torch.device("meta"):
             model = create_quant_model(meta["model_name"], cfg, **meta["model_kwargs"])
-    except (TypeError, ValueError) as err:
-        raise ExportError(f"{path}: metadata does not describe a supported model ({err})") from None
-    expected: dict[str, list[int]] = {}
+    except Exception as err:  # unknown keys, impossible sizes (timm asserts), …
+        raise ExportError(f"{path}: metadata does not describe a supported model "
+                          f"({type(err).__name__}: {err})") from None
     layers = _weight_layers(model)
+    expected: dict[str, list[int] | None] = {}
     for key, value in model.state_dict().items():
         owner, _, leaf = key.rpartition(".")
-        if leaf in ("scale", "zero_point"):
-            continue  # calibrated sizes: checked by load_state_dict against the layer
-        if owner in layers and leaf == "weight":
-            continue  # stored as packed codes, checked below
-        expected[key] = list(value.shape)
+        if owner in layers and leaf == "weight" or key.endswith(".weight_quantizer.zero_point") and \
+                key.rsplit(".", 2)[0] in layers:
+            continue  # stored as packed codes and uint8 zero points, below
+        expected[key] = None if leaf in ("scale", "zero_point") else list(value.shape)
     for name, layer in layers.items():
-        bits = layer.weight_quantizer.bit_type.bits
-        numel = layer.weight.numel()
+        bits, numel, rows = layer.weight_quantizer.bit_type.bits, layer.weight.numel(), layer.weight.shape[0]
         expected[f"{name}.qweight"] = [numel if bits > 4 else (numel + 1) // 2]
+        expected[f"{name}.qzero"] = [rows]
+        if layer.bias_correction:
+            expected[f"{name}.bc_mean"] = expected[f"{name}.bc_std"] = [rows, 1]  # channel_stats: (C, 1)
     return expected
+
+
+def _check_layout(path: Path, meta: dict[str, Any], shapes: dict[str, list[int]]) -> None:
+    """The file holds exactly the tensors the model needs, each of its shape (calibrated sizes bounded)."""
+    expected = _expected_shapes(meta, path)
+    missing, extra = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
+    if missing or extra:
+        raise ExportError(f"{path} does not hold the tensors of the model in its metadata ({meta['model_name']}, "
+                          f"{meta['model_kwargs']}): missing {missing[:3]}, unexpected {extra[:3]}")
+    bound = max(max(s) for s in expected.values() if s)
+    for key, shape in shapes.items():
+        want = expected[key]
+        if (want is not None and shape != want) or (want is None and (len(shape) != 1 or shape[0] > bound)):
+            raise ExportError(f"{path}: tensor {key} has shape {shape}, the model in its metadata "
+                              f"({meta['model_name']}, {meta['model_kwargs']}) needs "
+                              f"{want if want is not None else f'one dimension of at most {bound}'}")
 
 
 def load_safetensors(path: str | Path) -> nn.Module:
@@ -162,11 +187,7 @@ def load_safetensors(path: str | Path) -> nn.Module:
 
     path = Path(path)
     meta, shapes = _read_header(path)
-    expected = _expected_shapes(meta, path)
-    for key, shape in expected.items():
-        if key in shapes and shapes[key] != shape:
-            raise ExportError(f"{path}: tensor {key} has shape {shapes[key]}, the model in its metadata "
-                              f"({meta['model_name']}, {meta['model_kwargs']}) needs {shape}")
+    _check_layout(path, meta, shapes)
     with safe_open(str(path), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     bad = next((k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)

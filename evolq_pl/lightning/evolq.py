@@ -96,6 +96,7 @@ class EvolQModule(L.LightningModule):
         self.candidates: list[tuple[float, float]] = []  # (calibration fitness, eval-subset top-1)
         self._candidate_batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.evaluator: FitnessEvaluator | None = None
+        self._finished = False
         self.num_classes = getattr(self.model, "num_classes", 1000)
         self.val_metrics = torch.nn.ModuleDict(topk_metrics(self.num_classes))
 
@@ -133,11 +134,11 @@ class EvolQModule(L.LightningModule):
 
     def check_before_work(self) -> None:
         """What can be checked before calibration and search: the holdout split a holdout selection needs,
-        and a writable results folder (on rank 0)."""
+        and a writable results folder (on every rank, so that all of them stop together)."""
         dm = self.trainer.datamodule
         if self.selection == "holdout" and getattr(dm, "holdout_size", 1) <= 0:  # a DataModule that declares it
             raise ValueError("selection='holdout' needs a held-out split: set data.init_args.holdout_size > 0")
-        if self.evaluate_at_end and self.trainer.is_global_zero:
+        if self.evaluate_at_end:
             ensure_writable_dir(self.results_dir(), "model.init_args.output_dir")
 
     def on_fit_start(self) -> None:
@@ -206,6 +207,18 @@ class EvolQModule(L.LightningModule):
         return evaluate(self.model, self.trainer.datamodule.eval_dataloader(), self.num_classes, self.device)["top1"]
 
     def on_train_end(self) -> None:
+        self.finish()
+
+    def on_fit_end(self) -> None:
+        # a run resumed from a checkpoint saved after its last step skips the training loop (and
+        # on_train_end): its results are still owed
+        done = self.search_step >= len(self.steps) or self.search.exhausted
+        if not self._finished and done and self.evaluator is not None:
+            self.finish()
+
+    def finish(self) -> None:
+        """End of the search: the selector's pick goes in, then results.json (once)."""
+        self._finished = True
         self.selector.finalize(self.model)
         if self.evaluator is not None:
             self.evaluator.invalidate()  # scales may have been replaced by the selector
@@ -302,6 +315,7 @@ class EvolQModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["evolq"] = {
             "meta": self._meta(), "search_config": self.search_cfg.to_dict(), "search": self.search.state_dict(),
+            "selection": self.selection,
             "selector": self.selector.state_dict(), "search_step": self.search_step,
             "search_seconds": self.search_seconds, "fitness_init": self.fitness_init,
             "current_fitness": self.current_fitness, "init_scales": self.init_scales, "history": self.history,
@@ -311,10 +325,11 @@ class EvolQModule(L.LightningModule):
         state = checkpoint.get("evolq")
         if state is None:
             raise CheckpointMismatchError("ckpt_path: not an evolq_pl search checkpoint (no 'evolq' state)")
-        _check_same("checkpoint", state["meta"], self._meta())
-        _check_same("checkpoint search config", _search_identity(state["search_config"]),
-                    _search_identity(self.search_cfg.to_dict()))
-        if self._trainer is not None and self._trainer.state.fn == "fit":  # a resumed search
+        _check_same("checkpoint", state["meta"], self._meta())  # what the weights and scales mean
+        if self._trainer is not None and self._trainer.state.fn == "fit":  # a resumed search: the same search
+            _check_same("checkpoint search config", {**_search_identity(state["search_config"]),
+                                                     "selection": state.get("selection", self.selection)},
+                        {**_search_identity(self.search_cfg.to_dict()), "selection": self.selection})
             self.search.load_state_dict(state["search"])
             self.selector.load_state_dict(state["selector"])
             self.search_step, self.search_seconds = state["search_step"], state["search_seconds"]

@@ -63,8 +63,9 @@ def _check_folder(root: Path) -> list[str]:
         names = sorted(p.name for p in d.iterdir() if p.is_dir())
         if not names:
             raise DataError(f"{d} has no class folders")
-        if not any(f.suffix.lower() in IMAGE_EXTENSIONS for c in names for f in (d / c).iterdir()):
-            raise DataError(f"{d} has class folders but no images ({', '.join(IMAGE_EXTENSIONS[:4])}, …)")
+        for c in names:  # every class needs an image, at any depth (as torchvision's ImageFolder)
+            if not any(f.suffix.lower() in IMAGE_EXTENSIONS for f in (d / c).rglob("*")):
+                raise DataError(f"class folder {d / c} has no images ({', '.join(IMAGE_EXTENSIONS[:4])}, … in any case)")
         classes[split] = names
     if classes["train"] != classes["val"]:
         only_t = sorted(set(classes["train"]) - set(classes["val"]))[:5]

@@ -166,11 +166,13 @@ class FitnessEvaluator:
     def _call_compiled(self, index: int, eager: Callable, h: torch.Tensor) -> torch.Tensor:
         # every suffix is the same code (_run) over another stage list: one dynamo cache entry per suffix,
         # so the recompile limit must admit one per stage (the default, 8, is below a 12-block ViT's count)
-        limit = max(torch._dynamo.config.recompile_limit, len(eager.args[0]) + index + 8)
         try:
+            config = torch._dynamo.config
+            key = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # older torch
+            limit = max(getattr(config, key), len(eager.args[0]) + index + 8)
             if index not in self._compiled:
                 self._compiled[index] = torch.compile(eager, backend=self.compile_backend, dynamic=False)
-            with torch._dynamo.config.patch(recompile_limit=limit):
+            with config.patch(**{key: limit}):
                 return self._compiled[index](h)
         except Exception as err:  # unsupported op, backend missing, …: never lose the run
             warnings.warn(f"torch.compile({self.compile_backend}) failed for the suffix from stage {index} "

@@ -46,6 +46,7 @@ def test_console_script_and_module_entry_points():
     (["--model.init_args.selection", "holdout"],
      "selection='holdout' needs a held-out split: set data.init_args.holdout_size > 0"),
     (["--model.init_args.output_dir", "/proc/evolq"], "model.init_args.output_dir='/proc/evolq': not a writable folder"),
+    (["--run_dir", "/proc/evolq"], "--run_dir='/proc/evolq': not a writable folder"),
 ])
 def test_bad_value_gives_one_line(tmp_path, args, message):
     out = cli("fit", "--config", str(tiny_config(tmp_path)), *args)
@@ -65,10 +66,29 @@ def test_missing_image_folder_gives_one_line():
 
 def test_traceback_on_request(tmp_path):
     env = {**os.environ, "EVOLQ_TRACEBACK": "1"}
-    out = subprocess.run([sys.executable, "cli.py", "fit", "--config", str(tiny_config(tmp_path)),
-                          "--model.init_args.search.loss", "l1"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300, env=env)
-    assert out.returncode != 0 and "Traceback (most recent call last)" in out.stderr
+    args = [sys.executable, "cli.py", "fit", "--config", str(tiny_config(tmp_path)), "--model.init_args.search.loss", "l1"]
+    for argv, environ in ((args, env), (args + ["--traceback"], None)):
+        out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, env=environ)
+        assert out.returncode != 0 and "Traceback (most recent call last)" in out.stderr
+
+
+def test_a_bug_met_while_handling_a_user_error_keeps_its_traceback():
+    from evolq_pl.cli import user_error
+    from evolq_pl.quant import QuantConfig
+    try:
+        try:
+            QuantConfig(w_bits=1)
+        except ValueError:
+            {}["bug"]  # noqa: B018  (a genuine bug inside a handler)
+    except KeyError as err:
+        assert user_error(err) is None  # shown with its full traceback, not as the user's error
+    try:
+        try:
+            QuantConfig(w_bits=1)
+        except ValueError as cause:
+            raise RuntimeError("wrapped by a library") from cause
+    except RuntimeError as err:
+        assert str(user_error(err)) == "quant.w_bits=1: not supported; accepted: integers 2..8"
 
 
 class Payload:

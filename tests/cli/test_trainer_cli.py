@@ -51,6 +51,13 @@ def test_fit_validate_print_config(tmp_path, fashion_mnist_available):
     top1 = float(re.search(r"val/top1\D*([0-9.]+)", val.stdout).group(1))
     assert top1 * 100 == pytest.approx(results["top1_evolq"], abs=1e-3)
 
+    # resumed from its end-of-epoch checkpoint, the finished run skips the training loop yet writes its results
+    (tmp_path / "out" / "results.json").unlink()
+    resumed = cli("fit", "--config", str(config), "--ckpt_path", str(tmp_path / "ckpt" / "last.ckpt"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    again = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert again["top1_evolq"] == results["top1_evolq"] and again["evaluations"] == results["evaluations"]
+
     printed = cli("fit", "--config", str(config), "--print_config")
     assert printed.returncode == 0 and "model_name: deit_tiny_patch16_224" in printed.stdout
 

@@ -121,13 +121,25 @@ def test_load_refuses_bad_metadata_before_allocating(tmp_path, exported):
 
     def big(m):  # a 24-layer, 1024-wide model: refused from shapes, built on the meta device only
         m["model_kwargs"] = json.dumps({**json.loads(m["model_kwargs"]), "depth": 24, "embed_dim": 1024, "num_heads": 16})
-    with pytest.raises(ExportError, match=r"has shape \[.*\], the model in its metadata .* needs"):
+    with pytest.raises(ExportError, match=r"does not hold the tensors of the model in its metadata .* missing \["):
         load_safetensors(_rewrite(exported, tmp_path / "big.safetensors", meta_change=big))
+
+    def wide(m):  # the same tensor names, other sizes
+        m["model_kwargs"] = json.dumps({**json.loads(m["model_kwargs"]), "embed_dim": 64})
+    with pytest.raises(ExportError, match=r"has shape \[.*\], the model in its metadata .* needs"):
+        load_safetensors(_rewrite(exported, tmp_path / "wide.safetensors", meta_change=wide))
+
+    def dropped(t):  # a tensor left out: refused before the real model is built
+        del t[next(k for k in t if k.endswith(".qweight"))]
+    with pytest.raises(ExportError, match=r"missing \['.*\.qweight'\]"):
+        load_safetensors(_rewrite(exported, tmp_path / "dropped.safetensors", tensor_change=dropped))
     for field, value, message in (("model_kwargs", "{not json", "'model_kwargs' is missing or not JSON"),
                                   ("weights", "[1, 2]", "'weights' is a list, expected an object"),
                                   ("model_name", "resnet50", "does not describe a supported model"),
                                   ("quant_config", json.dumps({"w_bits": 1}), "does not describe a supported model"),
-                                  ("format", "other/1", "is not an evolq_pl/2 export")):
+                                  ("format", "other/1", "is not an evolq_pl/2 export"),
+                                  ("model_kwargs", json.dumps({"checkpoint_path": "/etc/hostname"}),
+                                   r"may only hold model sizes, not \['checkpoint_path'\]")):
         bad = _rewrite(exported, tmp_path / f"{field}.safetensors", meta_change=lambda m: m.update({field: value}))
         with pytest.raises(ExportError, match=message):
             load_safetensors(bad)

@@ -50,6 +50,11 @@ def test_bad_layouts_named(tmp_path):
     (empty / "val" / "a").mkdir(parents=True)
     with pytest.raises(DataError, match="no images"):
         ImageNetDataModule(root=str(empty), num_workers=0)
+    one_empty = make_folder(tmp_path / "o", classes=("a", "b"))
+    for f in (one_empty / "val" / "b").iterdir():
+        f.unlink()
+    with pytest.raises(DataError, match=f"class folder {one_empty / 'val' / 'b'} has no images"):
+        ImageNetDataModule(root=str(one_empty), num_workers=0)
     diff = make_folder(tmp_path / "d", classes=("a", "b"))
     (diff / "val" / "b").rename(diff / "val" / "z")
     with pytest.raises(DataError, match="class folders differ.*only in train \\['b'\\].*only in val \\['z'\\]"):
@@ -58,6 +63,22 @@ def test_bad_layouts_named(tmp_path):
         ImageNetDataModule(root=str(make_folder(tmp_path / "s")), num_workers=0)
     with pytest.raises(DataError, match="does not exist"):
         ImageNetDataModule(root=str(tmp_path / "missing"), num_workers=0)
+
+
+def test_upper_case_nested_and_corrupt_images(tmp_path):
+    root = make_folder(tmp_path / "u", per_class=2)
+    for split in ("train", "val"):
+        for c in ("a", "b", "c"):
+            nested = root / split / c / "sub"
+            nested.mkdir()
+            for f in list((root / split / c).glob("*.png")):
+                f.rename(nested / f.name.replace(".png", ".PNG"))
+    dm = ImageNetDataModule(root=str(root), calib_size=4, calib_batch_size=2, num_workers=0, img_size=32)
+    assert dm.calibration_data().images.shape == (4, 3, 32, 32)
+    bad = root / "val" / "a" / "sub" / "0.PNG"
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated: found only when the evaluation reads it
+    with pytest.raises(DataError, match=f"cannot read image {bad}"):
+        list(dm.eval_dataloader())
 
 
 def test_hf_missing_column_named(tmp_path):
