@@ -19,7 +19,7 @@ SIGTERM_EXIT = 128 + 15
 
 @dataclass(frozen=True)
 class Command:
-    module: str  # a module with main(argv) (None = LightningCLI)
+    module: str  # a module with main(argv); "" = a LightningCLI subcommand
     summary: str
 
 

@@ -17,7 +17,6 @@ _EXPECTED_WARNINGS = (
     r"LightningCLI's args parameter is intended",  # evolq_pl.cli passes argv on itself (without --traceback)
 )
 
-
 # --ckpt_path names Lightning resolves itself (it loads them weights-only too)
 CKPT_ALIASES = ("last", "best", "hpc", "registry")
 

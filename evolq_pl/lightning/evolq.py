@@ -263,7 +263,7 @@ class EvolQModule(L.LightningModule):
         run = lambda: evaluate(self.model, self.trainer.datamodule.eval_dataloader(), self.num_classes,  # noqa: E731
                                self.device)
         stages = (("fitness_final", lambda: {"": self.evaluator()}), ("evolq", run),
-                  ("float", lambda: _in(quant_disabled(self.model), run)), ("init", lambda: _in(self.init_state(), run)))
+                  ("float", lambda: _within(quant_disabled(self.model), run)), ("init", lambda: _within(self.init_state(), run)))
         for key, measure in stages:
             try:
                 values = measure()
@@ -336,7 +336,6 @@ class EvolQModule(L.LightningModule):
             self.current_fitness, self.history = state["current_fitness"], state["history"]
         self.fitness_init, self.init_scales = state["fitness_init"], state["init_scales"]
 
-
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Put a searched checkpoint (a weights-only loaded dict) into this module outside a Trainer, as
         Lightning's restore does: checked against the config first, then the state dict, strictly."""
@@ -344,7 +343,7 @@ class EvolQModule(L.LightningModule):
         self.load_state_dict(checkpoint["state_dict"])
 
 
-def _in(context: Any, fn: Any) -> Any:
+def _within(context: Any, fn: Any) -> Any:
     with context:
         return fn()
 

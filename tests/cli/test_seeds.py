@@ -69,3 +69,17 @@ def test_summarise_refuses_runs_of_other_settings(tmp_path):
             {"model": "m", "w_bits": bits, "a_bits": 8, "top1_evolq": 80.0, "settings": settings}))
     with pytest.raises(ValueError, match="seed 1 ran with other settings than seed 0 .*W3A8 vs m W4A8"):
         summarise(tmp_path, [0, 1])
+
+
+def test_plan_refuses_missing_configs_seed_owned_arguments_and_partial_results(tmp_path):
+    from evolq_pl.cli.seeds import SeedsError, mark, plan
+    config = tiny_config(tmp_path)
+    with pytest.raises(SeedsError, match="--config='nope.yaml': no such file"):
+        plan(["nope.yaml"], [0], tmp_path / "s", [])
+    with pytest.raises(SeedsError, match="--model.init_args.search.seed is set per seed by the seeds command"):
+        plan([str(config)], [0], tmp_path / "s", ["--model.init_args.search.seed=3"])
+    mark([str(config)], 0, tmp_path / "s", [])
+    (tmp_path / "s" / "seed0" / "results.json").write_text(json.dumps({"missing": {"init": "OSError: disk"}}))
+    assert plan([str(config)], [0], tmp_path / "s", []) == [0]  # a partial result is rerun (it resumes)
+    with pytest.raises(SeedsError, match=r"seed\(s\) \[0\] lack measurements"):
+        summarise(tmp_path / "s", [0])
