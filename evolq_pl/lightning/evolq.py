@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -352,9 +353,8 @@ def ensure_writable_dir(path: Path, field: str) -> None:
     """Create ``path`` and write a probe file in it, or raise naming the field (before any expensive work)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".evolq_write_probe"
-        probe.write_text("")
-        probe.unlink()
+        with tempfile.TemporaryFile(dir=path):  # a unique name: several ranks probe the same folder at once
+            pass
     except OSError as err:
         raise ValueError(f"{field}={str(path)!r}: not a writable folder ({err.strerror or err})") from None
 

@@ -116,16 +116,13 @@ class OmseObserver(Observer):
         if self.min_val is None:
             raise RuntimeError("omse observer has seen no data")
         lower, upper = self.bit_type.lower, self.bit_type.upper
-        best: tuple[float, torch.Tensor, torch.Tensor, float] | None = None
         x = last.detach()
-        for f in self.factors:
-            s, z = affine_params(f * self.min_val, f * self.max_val, lower, upper, symmetric=False)
-            err = (fake_quant(x, s[:, None], z[:, None], lower, upper) - x).pow(2).mean().item()
-            if best is None or err < best[0]:
-                best = (err, s, z, f)
-        assert best is not None
-        self.min_val, self.max_val = best[3] * self.min_val, best[3] * self.max_val
-        return best[1], best[2]
+        params = [affine_params(f * self.min_val, f * self.max_val, lower, upper, symmetric=False) for f in self.factors]
+        # every factor's MSE stays on the device; one argmin (the first minimum, as a strict '<' scan) and one sync
+        errs = torch.stack([(fake_quant(x, s[:, None], z[:, None], lower, upper) - x).pow(2).mean() for s, z in params])
+        i = int(errs.argmin())
+        self.min_val, self.max_val = self.factors[i] * self.min_val, self.factors[i] * self.max_val
+        return params[i]
 
 
 @register_observer("ptf")
