@@ -8,33 +8,14 @@ and a mismatch is refused). Without it the model is calibrated (the FQ-ViT initi
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from evolq_pl.cli.argv import command_parser
 from evolq_pl.cli.restore import build
-from evolq_pl.export.safetensors_io import ExportError
+from evolq_pl.export.safetensors_io import check_output
 from evolq_pl.quant import calibrate
 
 FORMATS = ("safetensors", "onnx")
-
-
-def check_output(output: Path, overwrite: bool) -> None:
-    """Refuse, before any work, an output that is a folder, exists (without --overwrite) or cannot be written."""
-    if output.is_dir():
-        raise ExportError(f"--output={str(output)!r} is a folder; give a file name")
-    if output.exists() and not overwrite:
-        raise ExportError(f"--output={str(output)!r} exists; pass --overwrite to replace it")
-    parent = output.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ExportError(f"--output={str(output)!r}: {parent} is a file, not a folder")
-    try:  # a real write, not permission bits (root, read-only mounts, /proc)
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as err:
-        raise ExportError(f"--output={str(output)!r}: {parent} is not writable ({err.strerror or err})") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--output", required=True, type=Path)
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args(argv)
-    check_output(a.output, a.overwrite)
+    check_output(a.output, a.overwrite, field="--output")  # before any work
     try:
         if a.format == "onnx":
             import onnx  # noqa: F401

@@ -25,7 +25,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from evolq_pl.export.safetensors_io import ExportError
+from evolq_pl.export.safetensors_io import ExportError, check_output
 from evolq_pl.layers import QConv2d, QLinear
 from evolq_pl.quant.functional import bias_correct
 from evolq_pl.quant.quantizer import UniformQuantizer
@@ -69,8 +69,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, overw
                 opset: int = 17) -> Path:
     """Export a calibrated quantized model (batch dimension dynamic)."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise ExportError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    check_output(path, overwrite)
     if any(isinstance(m, UniformQuantizer) and not m.calibrated for m in model.modules()):
         raise ExportError("model is not calibrated: calibrate (or load a searched checkpoint) before export")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,26 @@ def unpack(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
     return torch.stack([packed & 0x0F, packed >> 4], dim=1).reshape(-1)[:numel]
 
 
+def check_output(output: Path, overwrite: bool, field: str = "path") -> None:
+    """Refuse an output that is a folder, exists (unless ``overwrite``) or cannot be written; ``field`` names
+    the argument in the message (``--output`` from the command line)."""
+    if output.is_dir():
+        raise ExportError(f"{field}={str(output)!r} is a folder; give a file name")
+    if output.exists() and not overwrite:
+        flag = "--overwrite" if field.startswith("--") else "overwrite=True (--overwrite)"
+        raise ExportError(f"{field}={str(output)!r} exists; pass {flag} to replace it")
+    parent = output.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ExportError(f"{field}={str(output)!r}: {parent} is a file, not a folder")
+    try:  # a real write, not permission bits (root, read-only mounts, /proc)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as err:
+        raise ExportError(f"{field}={str(output)!r}: {parent} is not writable ({err.strerror or err})") from None
+
+
 def _weight_layers(model: nn.Module) -> dict[str, QLinear | QConv2d]:
     return {n: m for n, m in model.named_modules() if isinstance(m, (QLinear, QConv2d))}
 
@@ -51,8 +72,7 @@ def export_safetensors(model: nn.Module, path: str | Path, model_name: str, mode
     from safetensors.torch import save_file
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise ExportError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    check_output(path, overwrite)
     uncalibrated = [n for n, m in model.named_modules() if isinstance(m, UniformQuantizer) and not m.calibrated]
     if uncalibrated:
         raise ExportError(f"model is not calibrated ({len(uncalibrated)} quantizers, e.g. {uncalibrated[0]})")

@@ -247,14 +247,15 @@ class EvolQModule(L.LightningModule):
         """The search's numbers, then the evaluations; an evaluation that fails leaves the others and names
         itself under ``missing`` (the search is never lost)."""
         assert self.evaluator is not None
+        settings = self.settings()
         results = {
             "model": self.model_name, "w_bits": self.quant_cfg.w_bits, "a_bits": self.quant_cfg.a_bits,
-            "seed": self.search_cfg.seed, "calib_size": sum(len(b) for b in self._calibration().batches()),
+            "seed": self.search_cfg.seed, "calib_size": settings["calib_size"],
             "loss": self.search_cfg.loss, "selection": self.selection, "passes": self.search_cfg.passes,
             "fitness_init": self.fitness_init, "fitness_final": self.current_fitness,
             "evaluations": self.search.evaluations, "rejected": self.search.rejected,
             "search_seconds": self.search_seconds, "matmul_precision": self.matmul_precision,
-            "peak_memory_bytes": peak_memory(self.device), "settings": self.settings(),
+            "peak_memory_bytes": peak_memory(self.device), "settings": settings,
         }
         if self.candidates:
             fit, acc = zip(*self.candidates)
