@@ -36,10 +36,10 @@ from typing import Any, Callable
 import torch
 
 from evolq_pl import QuantConfig, calibrate, create_quant_model, search_units
-from evolq_pl.models.random_init import randomize_
+from tests.helpers import randomize_
 from evolq_pl.quant import quant_disabled
 from evolq_pl.quant.quantizer import UniformQuantizer
-from evolq_pl.search import EvolutionarySearch, FitnessEvaluator, SearchConfig, schedule
+from evolq_pl.search import FitnessEvaluator, SearchConfig, SearchDriver
 
 NINE = ("vit_base_patch16_224", "deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224",
         "levit_128s", "levit_128", "levit_192", "levit_256", "levit_384")
@@ -149,33 +149,28 @@ def calibrated(name: str, run: Run, batches: list[torch.Tensor]) -> tuple[torch.
 
 def paper_search(model: torch.nn.Module, ev: FitnessEvaluator, run: Run, cfg: SearchConfig,
                  on_eval: Callable[[int, float], None] | None = None) -> dict[str, Any]:
-    """The search loop of the Lightning module, timed; ``on_eval(unit index, seconds)`` sees every evaluation."""
+    """The search driver (as the Lightning module runs it), timed; ``on_eval(unit index, seconds)`` sees every
+    candidate evaluation."""
     units = search_units(model)
-    search = EvolutionarySearch(cfg)
+    index = {id(u): i for i, u in enumerate(units)}
 
-    def evaluate(i: int) -> Callable:
-        def call(unit):  # noqa: ANN001, ANN202
-            t, f = clock(lambda: ev(unit), run.device)
-            if on_eval is not None:
-                on_eval(i, t)
-            return f
-        return call
+    def evaluate(unit=None):  # noqa: ANN001, ANN202
+        t, f = clock(lambda: ev(unit), run.device)
+        if unit is not None and on_eval is not None:
+            on_eval(index[id(unit)], t)
+        return f
 
-    def loop() -> float:
-        fitness = init = ev()
-        out["init_fitness"] = init
-        for _, u in schedule(len(units), cfg.passes):
-            if search.exhausted:
-                break
-            ev.prepare(units[u])
-            fitness = search.search_unit(units[u], evaluate(u), fitness)
-        return fitness
-
+    driver = SearchDriver(units, cfg, evaluate)  # type: ignore[arg-type]
     out: dict[str, Any] = {}
+
+    def loop() -> float:  # the initial evaluation is part of the search's time, as in a Lightning run
+        out["init_fitness"] = driver.start()
+        return driver.run()
+
     reset_peak(run.device)
     out["search_s"], out["final_fitness"] = clock(loop, run.device)
-    out.update(evaluations=search.evaluations, rejected=search.rejected, search_peak_gb=peak_gb(run.device),
-               stopped_early=search.exhausted, passes=cfg.passes, cycles=cfg.cycles, population=cfg.population)
+    out.update(evaluations=driver.evaluations, rejected=driver.search.rejected, search_peak_gb=peak_gb(run.device),
+               stopped_early=driver.search.exhausted, passes=cfg.passes, cycles=cfg.cycles, population=cfg.population)
     return out
 
 
@@ -185,7 +180,6 @@ def eval_times(model: torch.nn.Module, ev: FitnessEvaluator, run: Run) -> dict[s
     full_t = repeat(full, run.device, 3)["median_s"]
     per_unit = []
     for unit in search_units(model):
-        ev.prepare(unit)
         ev(unit)
         per_unit.append(clock(lambda: ev(unit), run.device)[0])
     return {"full_eval_s": full_t, "cached_eval_s_per_unit": per_unit,
@@ -267,7 +261,7 @@ def section_compiled(run: Run) -> dict[str, Any]:
         if "init" in run.snapshots else None
     if run.model_compile:
         out.update(compiled_forward(model, batches, run))
-    out["teacher_s"], ev = clock(lambda: FitnessEvaluator(model, batches, compile_backend=run.backend), run.device)
+    out["teacher_s"], ev = clock(lambda: FitnessEvaluator(model, batches, SearchConfig(compile_backend=run.backend)), run.device)
     per_unit: dict[int, list[float]] = {}
     cfg = SearchConfig(compile_backend=run.backend, max_seconds=max(run.left() - run.reserve, 30.0))
     out["search"] = s = paper_search(model, ev, run, cfg, on_eval=lambda i, t: per_unit.setdefault(i, []).append(t))

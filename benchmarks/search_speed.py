@@ -19,8 +19,8 @@ import torch
 from benchmarks.report import machine, machine_line, table, update_section, write_json
 from evolq_pl import QuantConfig, calibrate, create_quant_model, search_units
 from evolq_pl.models.factory import create_float_model
-from evolq_pl.models.random_init import randomize_
-from evolq_pl.search import EvolutionarySearch, FitnessEvaluator, SearchConfig, schedule
+from tests.helpers import randomize_
+from evolq_pl.search import FitnessEvaluator, SearchConfig, SearchDriver
 
 KW = dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=64, depth=12, num_heads=4)
 
@@ -36,12 +36,8 @@ def timed(fn, repeats: int) -> float:
 
 
 def run_search(model, batches, cfg: SearchConfig, use_cache: bool) -> tuple[float, list[torch.Tensor]]:
-    ev = FitnessEvaluator(model, batches, use_cache=use_cache)
-    units, search = search_units(model), EvolutionarySearch(cfg)
-    start, fitness = time.perf_counter(), ev()
-    for _, u in schedule(len(units), cfg.passes):
-        ev.prepare(units[u])
-        fitness = search.search_unit(units[u], ev, fitness)
+    units, start = search_units(model), time.perf_counter()
+    SearchDriver(units, cfg, FitnessEvaluator(model, batches, cfg, use_cache=use_cache)).run()
     return time.perf_counter() - start, [u.get() for u in units]
 
 
@@ -62,7 +58,6 @@ def main() -> None:
     full_eval = timed(lambda: ev(), args.repeats)
     ratios = []
     for unit in search_units(model):
-        ev.prepare(unit)
         ratios.append(timed(lambda: ev(unit), args.repeats) / full_eval)
     float_fwd = timed(lambda: [float_model(b) for b in batches], args.repeats)
     quant_fwd = timed(lambda: [model(b) for b in batches], args.repeats)

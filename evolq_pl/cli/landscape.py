@@ -14,7 +14,7 @@ from typing import Any
 
 from evolq_pl.cli.argv import command_parser
 from evolq_pl.cli.restore import build
-from evolq_pl.lightning.evolq import ensure_writable_dir
+from evolq_pl.lightning.results import ensure_writable_dir
 from evolq_pl.lightning.metrics import evaluate, first_images
 from evolq_pl.lightning.plots import plot_landscape
 from evolq_pl.quant import calibrate
@@ -31,7 +31,7 @@ def run(configs: list[str], spec: SweepSpec, out: Path, ckpt_path: str | None = 
     if ckpt_path is None:
         calibrate(module.model, calib.batches())
     cfg = module.search_cfg
-    evaluator = FitnessEvaluator(module.model, calib.batches(), cfg.loss, cfg.temperature, features=cfg.features)
+    evaluator = FitnessEvaluator(module.model, calib.batches(), cfg)
     subset = first_images(dm.eval_dataloader(), eval_size)
     top1 = lambda: evaluate(module.model, subset, module.num_classes)["top1"]  # noqa: E731
     rows = sweep(module.units[spec.unit], evaluator, calib.label_batches(), spec, top1, cfg.temperature)

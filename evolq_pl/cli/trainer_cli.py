@@ -86,6 +86,6 @@ class EvolQCLI(LightningCLI):
             from evolq_pl.cli.restore import load_checkpoint
             load_checkpoint(ckpt)
         if config.get("run_dir"):
-            from evolq_pl.lightning.evolq import ensure_writable_dir
+            from evolq_pl.lightning.results import ensure_writable_dir
             ensure_writable_dir(Path(config.run_dir), "--run_dir")
             redirect_outputs(config, config.run_dir)

@@ -1,9 +1,9 @@
 """ONNX export with QuantizeLinear/DequantizeLinear at every quantization point ONNX can express.
 
 What is exact and what is approximated:
-  * weights: per-output-channel QDQ (uint8 containers; ONNX's 4-bit types need opset 21, which the
-    TorchScript exporter does not reach, so 3/4-bit codes travel in 8-bit QDQ with the 3/4-bit range);
-    bias correction is the per-channel affine map after DequantizeLinear (Mul/Add, constant-folded);
+  * weights: their dequantized, bias-corrected values, as float constants computed by the same arithmetic as
+    PyTorch's forward (ONNX's 3/4-bit types need opset 21, which the TorchScript exporter does not reach, and
+    its weight QDQ would round x·(1/s); the safetensors export is the compact integer form);
   * activations: per-tensor QDQ; PTF residual-stream quantizers are per-channel QDQ on the last axis;
   * integer LayerNorm: exported as its own arithmetic (Round/Floor/Log/Pow/Sqrt/ReduceSum…), exact up to
     float rounding; the log-int softmax likewise;
@@ -26,30 +26,43 @@ import torch
 from torch import nn
 
 from evolq_pl.export.safetensors_io import ExportError, check_output
-from evolq_pl.layers import QConv2d, QLinear
-from evolq_pl.quant.functional import bias_correct
-from evolq_pl.quant.quantizer import UniformQuantizer
+from evolq_pl.quant.quantizer import UniformQuantizer, channel_dim_of, is_calibrated, quantizers
+
+
+class _QDQ(UniformQuantizer):
+    """Export-time behaviour of an activation quantizer: PyTorch's fake-quant ops, which the exporter writes as
+    ONNX QuantizeLinear → DequantizeLinear (x·(1/s) rounding)."""
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.bit_type.lower, self.bit_type.upper
+        zp = self.zero_point.round().to(torch.int32)
+        if self.scale.numel() == 1:
+            return torch.fake_quantize_per_tensor_affine(x, self.scale.float(), zp, lo, hi)
+        return torch.fake_quantize_per_channel_affine(x, self.scale, zp, channel_dim_of(x, self.is_weight), lo, hi)
+
+
+_QDQ_CLASSES: dict[type, type] = {}
+
+
+def _qdq_class(cls: type) -> type:
+    """``cls`` with the export-time ``quantize`` (one subclass per quantizer class, made once)."""
+    if cls not in _QDQ_CLASSES:
+        _QDQ_CLASSES[cls] = type(f"QDQ{cls.__name__}", (_QDQ, cls), {})
+    return _QDQ_CLASSES[cls]
 
 
 @contextmanager
 def qdq_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Quantizers use exportable fake-quant ops; weights are re-derived in-graph (no cached constants)."""
-    quants = [m for m in model.modules() if isinstance(m, UniformQuantizer)]
-    layers = [m for m in model.modules() if isinstance(m, (QLinear, QConv2d))]
-    for q in quants:
-        q.onnx_qdq = True
-    saved = [(layer, layer._frozen) for layer in layers]
-    for layer in layers:
-        wq = layer.weight_quantizer
-        w_hat = wq.quantize(layer.weight.detach())
-        layer._frozen = bias_correct(layer.weight.detach(), w_hat) if layer.bias_correction else w_hat
+    """Activation quantizers take their export-time class for the duration (the core holds no export flag);
+    weight quantizers keep theirs, so weights are the forward's own values."""
+    swapped = [(q, type(q)) for q in quantizers(model).values() if not q.is_weight]
+    for q, cls in swapped:
+        q.__class__ = _qdq_class(cls)
     try:
         yield model
     finally:
-        for q in quants:
-            q.onnx_qdq = False
-        for layer, frozen in saved:
-            layer._frozen = frozen
+        for q, cls in swapped:
+            q.__class__ = cls
 
 
 def onnx_session(path: str | Path, fused: bool = False, threads: int | None = None):  # -> ort.InferenceSession
@@ -70,7 +83,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, overw
     """Export a calibrated quantized model (batch dimension dynamic)."""
     path = Path(path)
     check_output(path, overwrite)
-    if any(isinstance(m, UniformQuantizer) and not m.calibrated for m in model.modules()):
+    if not is_calibrated(model):
         raise ExportError("model is not calibrated: calibrate (or load a searched checkpoint) before export")
     path.parent.mkdir(parents=True, exist_ok=True)
     with qdq_mode(model), torch.no_grad():

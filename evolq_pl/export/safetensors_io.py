@@ -16,7 +16,7 @@ from torch import nn
 from evolq_pl.layers import QConv2d, QLinear
 from evolq_pl.quant.config import QuantConfig
 from evolq_pl.quant.functional import bias_correct_to, channel_stats
-from evolq_pl.quant.quantizer import UniformQuantizer
+from evolq_pl.quant.quantizer import quantizers
 
 FORMAT = "evolq_pl/2"  # /2: content hash in the metadata
 
@@ -73,7 +73,7 @@ def export_safetensors(model: nn.Module, path: str | Path, model_name: str, mode
 
     path = Path(path)
     check_output(path, overwrite)
-    uncalibrated = [n for n, m in model.named_modules() if isinstance(m, UniformQuantizer) and not m.calibrated]
+    uncalibrated = [n for n, q in quantizers(model).items() if not q.calibrated]
     if uncalibrated:
         raise ExportError(f"model is not calibrated ({len(uncalibrated)} quantizers, e.g. {uncalibrated[0]})")
     layers = _weight_layers(model)

@@ -26,6 +26,13 @@ class QSoftmax(QuantSwitch, nn.Module):
         self.quantizer = UniformQuantizer(BitType(cfg.softmax_bits), cfg.a_observer)
 
     def forward(self, logits: torch.Tensor, in_quant: UniformQuantizer | None = None) -> torch.Tensor:
-        if self.lis and self.enabled and not self.calibrating and in_quant is not None and in_quant.enabled:
+        if self.lis and in_quant is not None and self._lis_active(in_quant):
             return log_int_softmax(logits, float(in_quant.scale), self.lis_bits)
         return self.quantizer(logits.softmax(dim=-1))
+
+    def _lis_active(self, in_quant: UniformQuantizer) -> bool:
+        """Quantized forward with its input quantizer on; or, as in the published code, the last calibration
+        batch, on which the input quantizer already has its scale: later observers see log-int outputs."""
+        if self.calibrating:
+            return self.last_batch
+        return self.enabled and in_quant.enabled

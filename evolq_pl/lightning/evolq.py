@@ -1,48 +1,31 @@
 """EvolQModule: the quantized model, FQ-ViT calibration and the Evol-Q search as a non-gradient loop.
 
-One ``training_step`` = one search step (one unit's K cycles); the DataModule's train loader yields the
-(pass, unit) schedule. Selection never looks at the evaluation set (unless ``selection='test_oracle'``,
+One ``training_step`` = one step of the search driver (one unit's K cycles); the DataModule's train loader
+yields the (pass, unit) schedule. Selection never looks at the evaluation set (unless ``selection='test_oracle'``,
 a labelled measurement mode).
 """
 from __future__ import annotations
 
-import json
 import math
-import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from evolq_pl.lightning.calibration import CalibrationData
-from evolq_pl.lightning.plots import plot_progress
-from evolq_pl.lightning.metrics import evaluate, first_images, spearman, topk_metrics
-from evolq_pl.lightning.selection import build_selector, load_scales, snapshot_scales
+from evolq_pl.lightning.checkpoint import CheckpointMismatchError, check_same, search_identity
+from evolq_pl.lightning.metrics import evaluate, topk_metrics
+from evolq_pl.lightning.results import (CandidateRecorder, ensure_writable_dir, measure_into, peak_memory,
+                                        search_results, write_results)
+from evolq_pl.lightning.selection import build_selector
 from evolq_pl.models import create_quant_model, search_units
-from evolq_pl.quant import QuantConfig, calibrate, quant_disabled
-from evolq_pl.quant.quantizer import UniformQuantizer
-from evolq_pl.search import EvolutionarySearch, FitnessEvaluator, SearchConfig, schedule
-
-
-class CheckpointMismatchError(ValueError):
-    pass
-
-
-def peak_memory(device: torch.device) -> int:
-    """Peak device memory (CUDA) or peak resident memory of this process (CPU), in bytes."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def is_calibrated(model: torch.nn.Module) -> bool:
-    return all(q.calibrated for q in model.modules() if isinstance(q, UniformQuantizer))
+from evolq_pl.quant import QuantConfig, calibrate, is_calibrated, load_scales, quant_disabled, snapshot_scales
+from evolq_pl.quant.modes import first_nonfinite
+from evolq_pl.search import FitnessEvaluator, SearchConfig, SearchDriver
 
 
 class EvolQModule(L.LightningModule):
@@ -85,20 +68,14 @@ class EvolQModule(L.LightningModule):
                                         **self.model_kwargs)
         cfg = self.search_cfg
         self.units = search_units(self.model, cfg.include_mlp, cfg.include_acts, cfg.include_embed)
-        self.steps = schedule(len(self.units), self.search_cfg.passes)
-        self.search = EvolutionarySearch(self.search_cfg)
-        self.selector = build_selector(selection)
-        self.search_step, self.search_seconds = 0, 0.0
-        self.fitness_init: float | None = None
-        self.current_fitness: float | None = None
-        self.init_scales: dict[str, torch.Tensor] | None = None
-        self.history: list[dict[str, Any]] = []
-        self.candidate_eval_size = candidate_eval_size
-        self.candidates: list[tuple[float, float]] = []  # (calibration fitness, eval-subset top-1)
-        self._candidate_batches: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-        self.evaluator: FitnessEvaluator | None = None
-        self._finished = False
         self.num_classes = getattr(self.model, "num_classes", 1000)
+        self.recorder = CandidateRecorder(self.model, self._eval_loader, candidate_eval_size, self.num_classes) \
+            if candidate_eval_size > 0 else None
+        self.driver = SearchDriver(self.units, cfg, on_candidate=self.recorder)
+        self.selector = build_selector(selection)
+        self.init_scales: dict[str, torch.Tensor] | None = None
+        self.scores: dict[str | None, Callable[[], float] | None] = {None: None}  # the selector's, set at fit start
+        self._finished = False
         self.val_metrics = torch.nn.ModuleDict(topk_metrics(self.num_classes))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -107,7 +84,7 @@ class EvolQModule(L.LightningModule):
         return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
 
     def search_schedule(self) -> list[tuple[int, int]]:
-        return self.steps
+        return self.driver.steps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -119,15 +96,17 @@ class EvolQModule(L.LightningModule):
             raise TypeError(f"{type(dm).__name__} has no calibration_data(); use an EvolQDataModule")
         return dm.calibration_data()
 
-    def _shard(self, batches: list[torch.Tensor]) -> list[torch.Tensor]:
-        """This rank's calibration batches (every rank evaluates the same candidate on its shard)."""
+    def _eval_loader(self) -> Any:
+        return self.trainer.datamodule.eval_dataloader()
+
+    def _evaluator(self, batches: list[torch.Tensor], use_cache: bool = True) -> FitnessEvaluator:
+        """Fitness on this rank's share of ``batches`` (every rank evaluates the same candidate), summed over ranks."""
         world, rank = self.trainer.world_size, self.trainer.global_rank
         if len(batches) < world:
             raise ValueError(f"{len(batches)} calibration batches cannot be sharded over {world} processes")
-        return [b.to(self.device) for b in batches[rank::world]]
-
-    def _reduce(self, t: torch.Tensor) -> torch.Tensor:
-        return self.trainer.strategy.reduce(t, reduce_op="sum") if self.trainer.world_size > 1 else t
+        reduce = (lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")) if world > 1 else None
+        return FitnessEvaluator(self.model, [b.to(self.device) for b in batches[rank::world]], self.search_cfg,
+                                use_cache=use_cache, reduce=reduce)
 
     def ensure_calibrated(self, calib: CalibrationData) -> None:
         if not is_calibrated(self.model):
@@ -147,84 +126,55 @@ class EvolQModule(L.LightningModule):
         torch.set_float32_matmul_precision(self.matmul_precision)
         calib = self._calibration()
         self.ensure_calibrated(calib)
-        cfg = self.search_cfg
-        self.evaluator = FitnessEvaluator(self.model, self._shard(calib.batches()), cfg.loss, cfg.temperature,
-                                          reduce=self._reduce, features=cfg.features,
-                                          compile_backend=cfg.compile_backend)
-        self._holdout = None
-        if calib.holdout_images is not None:
-            self._holdout = FitnessEvaluator(self.model, self._shard(calib.holdout_batches()), cfg.loss,
-                                             cfg.temperature, use_cache=False, reduce=self._reduce,
-                                             features=cfg.features)
-        if self.fitness_init is None:  # a fresh run (a resumed one restores these)
+        self.driver.evaluator = self._evaluator(calib.batches())
+        holdout = self._evaluator(calib.holdout_batches(), use_cache=False) if calib.holdout_images is not None else None
+        test_top1 = lambda: evaluate(self.model, self._eval_loader(), self.num_classes, self.device)["top1"]  # noqa: E731
+        self.scores = {"holdout": holdout, "test": test_top1, None: None}
+        if self.selector.score == "holdout" and holdout is None:
+            raise ValueError("selection='holdout' needs a held-out split: set data.holdout_size > 0")
+        if self.init_scales is None:  # a fresh run (a resumed one restores these)
             self.init_scales = snapshot_scales(self.model)
-            self.fitness_init = self.current_fitness = self.evaluator()
-            if not math.isfinite(self.fitness_init):
-                where = first_nonfinite(self.model, self.evaluator.batches[0])
-                raise ValueError(f"calibrated init: fitness {self.fitness_init} is not finite; the first non-finite "
-                                 f"output comes from {where} (check the weights and the calibration images)")
-            rank_zero_info(f"calibrated init: fitness {self.fitness_init:.6f} ({cfg.loss}), "
-                           f"{len(self.units)} units × {cfg.passes} passes × {cfg.cycles} cycles")
+        fitness = self.driver.start()
+        if not math.isfinite(fitness):
+            where = first_nonfinite(self.model, self.driver.evaluator.batches[0])
+            raise ValueError(f"calibrated init: fitness {fitness} is not finite; the first non-finite "
+                             f"output comes from {where} (check the weights and the calibration images)")
+        rank_zero_info(f"calibrated init: fitness {fitness:.6f} ({self.search_cfg.loss}), {len(self.units)} units "
+                       f"× {self.search_cfg.passes} passes × {self.search_cfg.cycles} cycles")
 
     # ----------------------------------------------------------------------------------------- search
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        # ``batch`` = (step, pass, unit) from the schedule loader. The module's own counter is the source of
-        # truth: a resumed run restarts the loader's iteration, while ``search_step`` comes from the checkpoint.
-        if self.search_step >= len(self.steps) or self.search.exhausted:
+        # ``batch`` = (step, pass, unit) from the schedule loader; the driver's position (restored from the
+        # checkpoint) is the source of truth, since a resumed run restarts the loader's iteration
+        if self.driver.done:
             self.trainer.should_stop = True
             return None
-        start = time.perf_counter()
-        pass_idx, unit_idx = self.steps[self.search_step]
-        unit = self.units[unit_idx]
-        assert self.evaluator is not None
-        self.evaluator.prepare(unit)
-        before = self.current_fitness
-        record_candidate = self._record_candidate if self.candidate_eval_size > 0 else None
-        self.current_fitness = self.search.search_unit(unit, self.evaluator, before, on_candidate=record_candidate)
-        self.selector.after_step(self.model, pass_idx, self._selection_score)
-        self.search_step += 1
-        self.search_seconds += time.perf_counter() - start
-        record = {"step": self.search_step, "pass": pass_idx, "unit": unit_idx, "fitness": self.current_fitness,
-                  "improvement": before - self.current_fitness, "evaluations": self.search.evaluations,
-                  "seconds": self.search_seconds}
-        self.history.append(record)
-        self.log_dict({"search/fitness": self.current_fitness, "search/pass": float(pass_idx),
-                       "search/unit": float(unit_idx), "search/evaluations": float(self.search.evaluations)},
+        record = self.driver.step()
+        self.selector.after_step(self.model, record["pass"], self.scores[self.selector.score])
+        self.log_dict({"search/fitness": record["fitness"], "search/pass": float(record["pass"]),
+                       "search/unit": float(record["unit"]), "search/evaluations": float(record["evaluations"])},
                       prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
         self.optimizers().step()  # no-op; advances global_step
         return None
-
-    def _record_candidate(self, unit: Any, fitness: float) -> None:
-        if self._candidate_batches is None:  # collected once, reused for every candidate
-            self._candidate_batches = first_images(self.trainer.datamodule.eval_dataloader(), self.candidate_eval_size)
-        top1 = evaluate(self.model, self._candidate_batches, self.num_classes, self.device)["top1"]
-        self.candidates.append((fitness, top1))
-
-    def _selection_score(self) -> float:
-        if self.selector.name == "holdout":
-            if self._holdout is None:
-                raise ValueError("selection='holdout' needs a held-out split: set data.holdout_size > 0")
-            return self._holdout()
-        return evaluate(self.model, self.trainer.datamodule.eval_dataloader(), self.num_classes, self.device)["top1"]
 
     def on_train_end(self) -> None:
         self.finish()
 
     def on_fit_end(self) -> None:
-        # a run resumed from a checkpoint saved after its last step skips the training loop (and
-        # on_train_end): its results are still owed
-        done = self.search_step >= len(self.steps) or self.search.exhausted
-        if not self._finished and done and self.evaluator is not None:
+        # a run resumed from a checkpoint saved after its last step skips the training loop (and on_train_end)
+        if not self._finished and self.driver.done and self.driver.evaluator is not None:
             self.finish()
 
     def finish(self) -> None:
         """End of the search: the selector's pick goes in, then results.json (once)."""
         self._finished = True
         self.selector.finalize(self.model)
-        if self.evaluator is not None:
-            self.evaluator.invalidate()  # scales may have been replaced by the selector
         if self.evaluate_at_end:
-            self.write_results()
+            results = self.final_results()
+            if self.trainer.is_global_zero:
+                q, s = self.quant_cfg, self.search_cfg
+                write_results(self.results_dir(), results, self.driver.history,
+                              f"{self.model_name} W{q.w_bits}A{q.a_bits} seed {s.seed}")
 
     # ----------------------------------------------------------------------------------------- results
     @contextmanager
@@ -240,61 +190,21 @@ class EvolQModule(L.LightningModule):
     def settings(self) -> dict[str, Any]:
         """What makes two runs comparable (``seeds`` refuses to average runs whose settings differ)."""
         return {"model": self.model_name, "model_kwargs": self.model_kwargs, "quant": asdict(self.quant_cfg),
-                "search": _search_identity(self.search_cfg.to_dict()), "selection": self.selection,
+                "search": search_identity(self.search_cfg.to_dict()), "selection": self.selection,
                 "calib_size": sum(len(b) for b in self._calibration().batches())}
 
     def final_results(self) -> dict[str, Any]:
-        """The search's numbers, then the evaluations; an evaluation that fails leaves the others and names
-        itself under ``missing`` (the search is never lost)."""
-        assert self.evaluator is not None
-        settings = self.settings()
-        results = {
-            "model": self.model_name, "w_bits": self.quant_cfg.w_bits, "a_bits": self.quant_cfg.a_bits,
-            "seed": self.search_cfg.seed, "calib_size": settings["calib_size"],
-            "loss": self.search_cfg.loss, "selection": self.selection, "passes": self.search_cfg.passes,
-            "fitness_init": self.fitness_init, "fitness_final": self.current_fitness,
-            "evaluations": self.search.evaluations, "rejected": self.search.rejected,
-            "search_seconds": self.search_seconds, "matmul_precision": self.matmul_precision,
-            "peak_memory_bytes": peak_memory(self.device), "settings": settings,
-        }
-        if self.candidates:
-            fit, acc = zip(*self.candidates)
-            results["candidates"] = [list(c) for c in self.candidates]
-            # fitness is minimised, accuracy maximised: a useful fitness gives a negative correlation
-            results["spearman_fitness_top1"] = spearman(list(fit), list(acc))
-        run = lambda: evaluate(self.model, self.trainer.datamodule.eval_dataloader(), self.num_classes,  # noqa: E731
-                               self.device)
-        stages = (("fitness_final", lambda: {"": self.evaluator()}), ("evolq", run),
-                  ("float", lambda: _within(quant_disabled(self.model), run)), ("init", lambda: _within(self.init_state(), run)))
-        for key, measure in stages:
-            try:
-                values = measure()
-            except Exception as err:  # keep what was measured, say what is missing and why
-                results.setdefault("missing", {})[key] = f"{type(err).__name__}: {err}"
-                continue
-            for metric, value in values.items():
-                results[f"{metric}_{key}" if metric else key] = value
-        return results
+        """The search's numbers, then the evaluations of Evol-Q, float and init (a failed one is named under
+        ``missing``)."""
+        run = lambda: evaluate(self.model, self._eval_loader(), self.num_classes, self.device)  # noqa: E731
+        results = search_results(self.settings(), self.driver, self.recorder, self.matmul_precision,
+                                 peak_memory(self.device))
+        return measure_into(results, [("fitness_final", lambda: {"": self.driver.evaluator()}), ("evolq", run),
+                                      ("float", lambda: _within(quant_disabled(self.model), run)),
+                                      ("init", lambda: _within(self.init_state(), run))])
 
     def results_dir(self) -> Path:
         return Path(self.output_dir or self.trainer.log_dir or self.trainer.default_root_dir)
-
-    def write_results(self) -> dict[str, Any]:
-        results = self.final_results()
-        if self.trainer.is_global_zero:
-            out = self.results_dir()
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "results.json").write_text(strict_json(results, indent=2))
-            (out / "history.json").write_text(strict_json(self.history, indent=1))
-            if self.history:
-                plot_progress(self.history, self.fitness_init, out / "progress.png",
-                              f"{self.model_name} W{self.quant_cfg.w_bits}A{self.quant_cfg.a_bits} seed {self.search_cfg.seed}")
-            print(format_results(results))
-            print(f"results written to {out / 'results.json'}")
-            if "missing" in results:
-                raise RuntimeError(f"the search finished and its results are in {out / 'results.json'}, but these "
-                                   f"measurements failed: {results['missing']}")
-        return results
 
     # ----------------------------------------------------------------------------------------- validate
     def on_validation_start(self) -> None:
@@ -315,28 +225,23 @@ class EvolQModule(L.LightningModule):
         return {"model_name": self.model_name, "model_kwargs": self.model_kwargs, "quant": asdict(self.quant_cfg)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["evolq"] = {
-            "meta": self._meta(), "search_config": self.search_cfg.to_dict(), "search": self.search.state_dict(),
-            "selection": self.selection,
-            "selector": self.selector.state_dict(), "search_step": self.search_step,
-            "search_seconds": self.search_seconds, "fitness_init": self.fitness_init,
-            "current_fitness": self.current_fitness, "init_scales": self.init_scales, "history": self.history,
-        }
+        checkpoint["evolq"] = {"meta": self._meta(), "search_config": self.search_cfg.to_dict(),
+                               "selection": self.selection, "driver": self.driver.state_dict(),
+                               "selector": self.selector.state_dict(), "init_scales": self.init_scales}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("evolq")
-        if state is None:
-            raise CheckpointMismatchError("ckpt_path: not an evolq_pl search checkpoint (no 'evolq' state)")
-        _check_same("checkpoint", state["meta"], self._meta())  # what the weights and scales mean
+        if state is None or "driver" not in state:
+            raise CheckpointMismatchError("ckpt_path: not an evolq_pl search checkpoint of this version "
+                                          "(no 'evolq' driver state)")
+        check_same("checkpoint", state["meta"], self._meta())  # what the weights and scales mean
         if self._trainer is not None and self._trainer.state.fn == "fit":  # a resumed search: the same search
-            _check_same("checkpoint search config", {**_search_identity(state["search_config"]),
-                                                     "selection": state.get("selection", self.selection)},
-                        {**_search_identity(self.search_cfg.to_dict()), "selection": self.selection})
-            self.search.load_state_dict(state["search"])
+            check_same("checkpoint search config",
+                       {**search_identity(state["search_config"]), "selection": state["selection"]},
+                       {**search_identity(self.search_cfg.to_dict()), "selection": self.selection})
+            self.driver.load_state_dict(state["driver"])
             self.selector.load_state_dict(state["selector"])
-            self.search_step, self.search_seconds = state["search_step"], state["search_seconds"]
-            self.current_fitness, self.history = state["current_fitness"], state["history"]
-        self.fitness_init, self.init_scales = state["fitness_init"], state["init_scales"]
+        self.init_scales = state["init_scales"]
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Put a searched checkpoint (a weights-only loaded dict) into this module outside a Trainer, as
@@ -345,85 +250,6 @@ class EvolQModule(L.LightningModule):
         self.load_state_dict(checkpoint["state_dict"])
 
 
-def _within(context: Any, fn: Any) -> Any:
+def _within(context: Any, fn: Callable[[], Any]) -> Any:
     with context:
         return fn()
-
-
-def ensure_writable_dir(path: Path, field: str) -> None:
-    """Create ``path`` and write a probe file in it, or raise naming the field (before any expensive work)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):  # a unique name: several ranks probe the same folder at once
-            pass
-    except OSError as err:
-        raise ValueError(f"{field}={str(path)!r}: not a writable folder ({err.strerror or err})") from None
-
-
-def first_nonfinite(model: torch.nn.Module, x: torch.Tensor) -> str:
-    """Name (and type) of the first module, in execution order, whose output holds a NaN or an infinity."""
-    found: list[str] = []
-    names = {m: n for n, m in model.named_modules()}
-
-    def hook(mod: torch.nn.Module, _: Any, out: Any) -> None:
-        if not found and isinstance(out, torch.Tensor) and not torch.isfinite(out).all():
-            found.append(f"{names[mod] or 'the model'} ({type(mod).__name__})")
-
-    handles = [m.register_forward_hook(hook) for m in model.modules()]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return found[0] if found else "no module output (the loss itself)"
-
-
-def strict_json(data: Any, **kwargs: Any) -> str:
-    """JSON with every non-finite float written as null (``NaN`` is not JSON)."""
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-    return json.dumps(clean(data), allow_nan=False, **kwargs)
-
-
-def _search_identity(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Search settings that must match between a checkpoint and its config (budgets and the compile backend
-    may change)."""
-    return {k: v for k, v in cfg.items() if k not in ("max_evaluations", "max_seconds", "compile_backend")}
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
-    return out
-
-
-def _check_same(what: str, stored: dict[str, Any], current: dict[str, Any]) -> None:
-    stored, current = _flatten(stored), _flatten(current)
-    diff = {k: (stored.get(k), current.get(k)) for k in set(stored) | set(current) if stored.get(k) != current.get(k)}
-    if diff:
-        details = "; ".join(f"{k}: checkpoint={a!r}, config={b!r}" for k, (a, b) in sorted(diff.items()))
-        raise CheckpointMismatchError(f"{what} does not match this run ({details})")
-
-
-def format_results(r: dict[str, Any]) -> str:
-    """Small table: float / calibrated init / Evol-Q top-1 (and top-5) plus fitness."""
-    def num(v: Any, digits: int) -> str:
-        return "missing" if v is None else f"{v:.{digits}f}"
-
-    rows = [("", "top-1 (%)", "top-5 (%)", "fitness")]
-    for label, key, fit in (("float", "float", "-"), ("calibrated init", "init", num(r.get("fitness_init"), 6)),
-                            ("Evol-Q", "evolq", num(r.get("fitness_final"), 6))):
-        rows.append((label, num(r.get(f"top1_{key}"), 2), num(r.get(f"top5_{key}"), 2), fit))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    head = f"{r['model']} W{r['w_bits']}A{r['a_bits']} seed {r['seed']} ({r['evaluations']} evaluations, " \
-           f"{r['search_seconds']:.1f} s search, selection={r['selection']})"
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-    return "\n".join([head, *lines])

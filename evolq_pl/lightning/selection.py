@@ -9,24 +9,18 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-SCALE_SUFFIXES = (".scale", ".zero_point")
-
-
-def snapshot_scales(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Copies of every quantizer's scale and zero point."""
-    return {n: b.detach().clone() for n, b in model.named_buffers() if n.endswith(SCALE_SUFFIXES)}
-
-
-def load_scales(model: nn.Module, scales: dict[str, torch.Tensor]) -> None:
-    buffers = dict(model.named_buffers())
-    for name, value in scales.items():
-        buffers[name].copy_(value)
+from evolq_pl.quant import load_scales, snapshot_scales
 
 
 class Selector:
-    """Called after every search step with a score function; keeps the state it prefers."""
+    """Called after every search step with its score function; keeps the state it prefers.
+
+    ``score``: which score it is handed — None (the search's own state is kept), ``holdout`` (fitness on the
+    held-out train split) or ``test`` (top-1 on the evaluation set).
+    """
 
     name = "calibration"
+    score: str | None = None
 
     def __init__(self) -> None:
         self.best: dict[str, torch.Tensor] | None = None
@@ -50,6 +44,7 @@ class HoldoutSelector(Selector):
     """Keep the state with the lowest fitness on held-out train images (disjoint from calibration)."""
 
     name = "holdout"
+    score = "holdout"
 
     def after_step(self, model: nn.Module, pass_idx: int, score: Callable[[], float]) -> None:
         value = score()
@@ -62,6 +57,7 @@ class TestSetSelector(Selector):
     best *test* top-1 (pass 0 always overwrites; later passes only when strictly higher)."""
 
     name = "test_oracle"
+    score = "test"
 
     def __init__(self) -> None:
         super().__init__()

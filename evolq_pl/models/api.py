@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 
@@ -19,6 +19,7 @@ def quantize_model(model: nn.Module, cfg: QuantConfig | None = None) -> nn.Modul
     """Convert a float timm ViT/DeiT/LeViT into its fully quantized form, in place; returns it in eval mode.
 
     The result must be calibrated (``evolq_pl.calibrate``) before it is run with quantization on.
+    ``cfg.input_quant`` None = the reference's choice for the model (``default_input_quant``).
     """
     cfg = cfg or QuantConfig()
     roots = {t for t in CONVERTERS if hasattr(t, "forward_features")}  # whole timm models, not layers
@@ -26,7 +27,7 @@ def quantize_model(model: nn.Module, cfg: QuantConfig | None = None) -> nn.Modul
         supported = sorted(t.__name__ for t in roots)
         raise TypeError(f"cannot quantize a {type(model).__name__}; supported model classes: {', '.join(supported)}")
     if cfg.input_quant is None:
-        cfg = replace(cfg, input_quant=False)
+        cfg = replace(cfg, input_quant=default_input_quant(model))
     prepare = PREPARERS.get(type(model))
     if prepare is not None:
         model = prepare(model)
@@ -35,27 +36,20 @@ def quantize_model(model: nn.Module, cfg: QuantConfig | None = None) -> nn.Modul
     return model
 
 
+def default_input_quant(model: nn.Module) -> bool:
+    """DeiT quantizes its input image, ViT does not (reference §4.1); LeViT never does (§4.2). The timm
+    architecture name tells DeiT from ViT (both are timm ``VisionTransformer``s)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return str(cfg.get("architecture", "")).startswith("deit")
+
+
 def create_quant_model(name: str, cfg: QuantConfig | None = None, pretrained: bool = False,
                        checkpoint_path: str | None = None, checkpoint_sha256: str | None = None,
                        **timm_kwargs: Any) -> nn.Module:
-    """Create a supported timm model (optionally with weights, checked against ``checkpoint_sha256``) and quantize it.
-
-    DeiT quantizes its input image, ViT does not (reference §4.1); LeViT never does (§4.2),
-    unless ``cfg.input_quant`` says otherwise.
-    """
-    cfg = cfg or QuantConfig()
-    if cfg.input_quant is None:
-        cfg = replace(cfg, input_quant=name.startswith("deit"))
+    """Create a supported timm model (optionally with weights, checked against ``checkpoint_sha256``) and quantize it."""
     model = create_float_model(name, pretrained=pretrained, checkpoint_path=checkpoint_path,
                                checkpoint_sha256=checkpoint_sha256, **timm_kwargs)
     return quantize_model(model, cfg)
-
-
-def stage_fns(model: nn.Module) -> list[Callable]:
-    """The model's forward as a chain of callables (embed, residual units…, tail)."""
-    if not hasattr(model, "stage_fns"):
-        raise TypeError(f"{type(model).__name__} is not a quantized model (use quantize_model first)")
-    return model.stage_fns()
 
 
 @dataclass

@@ -70,21 +70,22 @@ class QLevitAttentionDownsample(AttentionDownsample):
         return self.qact_out(self.proj(out))
 
 
-@register_converter(Attention)
-def _attention(mod: Attention, cfg: QuantConfig) -> QLevitAttention:
+def _quant_attention(mod: nn.Module, cls: type, cfg: QuantConfig) -> nn.Module:
     if mod.use_conv:
         raise NotImplementedError("LeViT with use_conv=True is not supported")
-    mod = swap_class(mod, QLevitAttention)
+    mod = swap_class(mod, cls)
     _add_attention_quants(mod, cfg)
     return mod
 
 
+@register_converter(Attention)
+def _attention(mod: Attention, cfg: QuantConfig) -> QLevitAttention:
+    return _quant_attention(mod, QLevitAttention, cfg)
+
+
 @register_converter(AttentionDownsample)
 def _attention_downsample(mod: AttentionDownsample, cfg: QuantConfig) -> QLevitAttentionDownsample:
-    if mod.use_conv:
-        raise NotImplementedError("LeViT with use_conv=True is not supported")
-    mod = swap_class(mod, QLevitAttentionDownsample)
-    _add_attention_quants(mod, cfg)
+    mod = _quant_attention(mod, QLevitAttentionDownsample, cfg)
     mod.proj = nn.Sequential(OrderedDict([("act", mod.proj.act), ("qact", act(cfg)), ("ln", mod.proj.ln)]))
     return mod
 

@@ -28,14 +28,20 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
     return _RoundSTE.apply(x) if x.requires_grad else torch.round(x)
 
 
+def quant_codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, lower: int,
+                upper: int) -> torch.Tensor:
+    """The integer codes q = clamp(round(x/s + z), lower, upper), as floats; ``scale``/``zero_point`` broadcast."""
+    if x.requires_grad and torch.is_grad_enabled():
+        return torch.clamp(round_ste(x / scale + zero_point), lower, upper)
+    # inference: one buffer (PyTorch's fused fake-quant kernels multiply by 1/s, which moves near-tie values
+    # by a step, and are slower on CPU)
+    return x.div(scale).add_(zero_point).round_().clamp_(lower, upper)
+
+
 def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, lower: int, upper: int) -> torch.Tensor:
     """x̂ = (clamp(round(x/s + z), lower, upper) − z)·s; ``scale``/``zero_point`` broadcast against x."""
-    if x.requires_grad and torch.is_grad_enabled():
-        q = torch.clamp(round_ste(x / scale + zero_point), lower, upper)
-        return (q - zero_point) * scale
-    # inference: same arithmetic in one buffer (PyTorch's fused fake-quant kernels multiply by 1/s, which
-    # moves near-tie values by a step, and are slower on CPU)
-    return x.div(scale).add_(zero_point).round_().clamp_(lower, upper).sub_(zero_point).mul_(scale)
+    q = quant_codes(x, scale, zero_point, lower, upper)
+    return (q - zero_point) * scale if q.requires_grad else q.sub_(zero_point).mul_(scale)
 
 
 def affine_params(min_val: torch.Tensor, max_val: torch.Tensor, lower: int, upper: int,
@@ -60,13 +66,6 @@ def affine_params(min_val: torch.Tensor, max_val: torch.Tensor, lower: int, uppe
     scale = ((max_val - min_val) / (upper - lower)).clamp_min(eps)
     zero_point = torch.clamp(lower - torch.round(min_val / scale), lower, upper)
     return scale, zero_point
-
-
-def log2_quant(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """2^(−clamp(round(−log2 x), 0, 2^b − 1)), zero where round(−log2 x) ≥ 2^b (reference §1.3)."""
-    r = torch.round(-torch.log2(x))
-    out = _pow2(-torch.clamp(r, 0, 2**bits - 1))
-    return torch.where(r >= 2**bits, torch.zeros_like(out), out)
 
 
 def int_exp(x_int: torch.Tensor, scale: float) -> torch.Tensor:
@@ -103,9 +102,14 @@ def channel_stats(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def bias_correct_to(w_hat: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
-    """Give each output channel of ``w_hat`` the mean ``mu`` and std ``sd`` (both (O, 1))."""
+    """Give each output channel of ``w_hat`` the mean ``mu`` and std ``sd`` (both (O, 1)).
+
+    In the published code's operation order, ((ŵ − μ̂)·(σ/(σ̂ + 1e-8)) + μ̂) − μ̂ + μ: the algebraically
+    redundant + μ̂ − μ̂ changes the last bit of some weights, and those bits flip later roundings.
+    """
     mu_hat, sd_hat = channel_stats(w_hat)
-    return ((w_hat.reshape(w_hat.shape[0], -1) - mu_hat) * sd / (sd_hat + 1e-8) + mu).reshape(w_hat.shape)
+    flat = w_hat.reshape(w_hat.shape[0], -1)  # (O, I·k·k)
+    return (((flat - mu_hat) * (sd / (sd_hat + 1e-8)) + mu_hat) - mu_hat + mu).reshape(w_hat.shape)
 
 
 def bias_correct(w: torch.Tensor, w_hat: torch.Tensor) -> torch.Tensor:
@@ -136,7 +140,7 @@ def int_layernorm(x: torch.Tensor, in_scale: torch.Tensor, out_scale: torch.Tens
     s_min = in_scale.min()
     x_q = x.div(in_scale).round_().mul_(torch.round(in_scale / s_min))  # x̃: integers on the s_min grid
     sum_x, sum_x2 = x_q.sum(-1, keepdim=True), (x_q * x_q).sum(-1, keepdim=True)  # (..., 1)
-    mean = s_min * sum_x / c
+    mean = x_q.mean(-1, keepdim=True) * s_min  # the published code's order: mean of the codes, then the scale
     std = ((s_min / c) * torch.sqrt((c * sum_x2 - sum_x * sum_x).clamp_min(0))).clamp_min(1e-12)
     a = ((s_min / std) * weight).div_(out_scale)  # (..., C)
     m, shift = pow2_multiplier(a)

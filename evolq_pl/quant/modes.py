@@ -17,10 +17,12 @@ class NonFiniteError(ValueError):
 
 
 class QuantSwitch:
-    """Mixin for modules with two flags: ``calibrating`` (observe, pass float) and ``enabled`` (quantize)."""
+    """Mixin for modules with two flags: ``calibrating`` (observe, pass float) and ``enabled`` (quantize);
+    ``last_batch`` is set by ``calibrate`` for the last calibration batch."""
 
     calibrating: bool = False
     enabled: bool = True
+    last_batch: bool = False
 
     def finalize(self) -> None:
         """Called once when calibration ends."""
@@ -32,7 +34,8 @@ def switches(model: nn.Module) -> list[QuantSwitch]:
 
 @contextmanager
 def calibration_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Observers see full-precision tensors inside the block; parameters are computed on a clean exit."""
+    """Observers see full-precision tensors inside the block; parameters are computed on a clean exit
+    (by the observers that need no data; ``calibrate`` also runs the MSE-based ones on its last batch)."""
     mods = switches(model)
     saved = [(m.calibrating, m.enabled) for m in mods]
     for m in mods:
@@ -41,7 +44,7 @@ def calibration_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         for m, (cal, en) in zip(mods, saved):
-            m.calibrating, m.enabled = cal, en
+            m.calibrating, m.enabled, m.last_batch = cal, en, False
     for m in mods:  # only reached without an exception
         m.finalize()
 
@@ -71,21 +74,50 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     (OMSE, PTF) search on the last batch, min/max accumulate over all batches (reference §2).
     Returns the number of batches used.
     """
-    if not switches(model):
+    mods = switches(model)
+    if not mods:
         raise ValueError("model has no quantizers: convert it with quantize_model() first")
-    n = 0
+    batches = iter(batches)
+    x, n = next(batches, None), 0
+    if x is None:
+        raise ValueError("calibrate() got an empty iterable of batches; give at least one input tensor")
     with calibration_mode(model):
-        for x in batches:
-            if not torch.isfinite(x).all():
-                raise ValueError(f"calibration batch {n} contains NaN or inf values")
-            try:
-                model(x)
-            except NonFiniteError as err:
-                names = {id(m): name for name, m in model.named_modules()}
-                where = names.get(id(err.source), "a quantizer")
-                raise NonFiniteError(f"calibration batch {n}: {err} at {where} (the first quantizer it reached; "
-                                     "check the weights before it and the images)", err.source) from None
-            n += 1
-        if n == 0:
-            raise ValueError("calibrate() got an empty iterable of batches; give at least one input tensor")
+        while x is not None:
+            following = next(batches, None)
+            if following is None:  # parameters are computed during this batch's forward (nothing is kept)
+                for m in mods:
+                    m.last_batch = True
+            _calibration_forward(model, x, n)
+            x, n = following, n + 1
     return n
+
+
+def _calibration_forward(model: nn.Module, x: torch.Tensor, n: int) -> None:
+    if not torch.isfinite(x).all():
+        raise ValueError(f"calibration batch {n} contains NaN or inf values")
+    try:
+        model(x)
+    except NonFiniteError as err:
+        names = {id(m): name for name, m in model.named_modules()}
+        where = names.get(id(err.source), "a quantizer")
+        raise NonFiniteError(f"calibration batch {n}: {err} at {where} (the first quantizer it reached; "
+                             "check the weights before it and the images)", err.source) from None
+
+
+def first_nonfinite(model: nn.Module, x: torch.Tensor) -> str:
+    """Name (and type) of the first module, in execution order, whose output holds a NaN or an infinity."""
+    found: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def hook(mod: nn.Module, _: object, out: object) -> None:
+        if not found and isinstance(out, torch.Tensor) and not torch.isfinite(out).all():
+            found.append(f"{names[mod] or 'the model'} ({type(mod).__name__})")
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return found[0] if found else "no module output (the loss itself)"

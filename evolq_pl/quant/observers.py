@@ -2,7 +2,8 @@
 
 Contract: the quantizer hands every observer a 2-D view ``(C, M)`` of the tensor (channels first).
 ``update`` accumulates over calibration batches; ``compute(last)`` turns the statistics (and, for the
-MSE-based observers, the last calibration batch) into flat ``(C,)`` tensors, or ``(1,)`` for per-tensor.
+MSE-based observers, which set ``needs_data``, the last calibration batch) into flat ``(C,)`` tensors, or
+``(1,)`` for per-tensor.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class Observer(nn.Module):
     """Running min/max per channel (or collapsed to one value per tensor)."""
 
     name = "base"
+    needs_data = False  # compute() searches on the last batch (OMSE, PTF)
 
     def __init__(self, bit_type: BitType, per_channel: bool) -> None:
         super().__init__()
@@ -59,7 +61,7 @@ class Observer(nn.Module):
     def _params(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return affine_params(lo, hi, self.bit_type.lower, self.bit_type.upper, symmetric=self.bit_type.signed)
 
-    def compute(self, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute(self, last: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.min_val is None:
             raise RuntimeError(f"{self.name} observer has seen no data")
         return self._params(self.min_val, self.max_val)
@@ -111,6 +113,7 @@ class OmseObserver(Observer):
     factor with the lowest MSE over all elements of the last batch wins, shared by all channels (§2.3)."""
 
     factors = tuple(1.0 - 0.01 * i for i in range(90))
+    needs_data = True
 
     def compute(self, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.min_val is None:
@@ -129,6 +132,8 @@ class OmseObserver(Observer):
 class PtfObserver(Observer):
     """Power-of-two factors (reference §2.5): base scale s8 from the global range, one shared zero point;
     each channel picks s8·2^(α−3), α ∈ {0..3}, by its own MSE on the last batch (ties → smaller scale)."""
+
+    needs_data = True
 
     def __init__(self, bit_type: BitType, per_channel: bool = True) -> None:
         super().__init__(bit_type, per_channel=True)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from evolq_pl.quant.bittype import BitType
-from evolq_pl.quant.functional import fake_quant, log2_quant
+from evolq_pl.quant.functional import fake_quant, quant_codes
 from evolq_pl.quant.modes import NonFiniteError, QuantSwitch
 from evolq_pl.quant.observers import build_observer
 
@@ -32,7 +32,9 @@ class UniformQuantizer(QuantSwitch, nn.Module):
     """Affine fake quantizer q = clamp(round(x/s + z)), x̂ = (q − z)·s, per tensor or per channel.
 
     Modes (set by the context managers in ``evolq_pl.quant.modes``):
-      * ``calibrating``: the observer sees the float tensor, which passes through unchanged;
+      * ``calibrating``: the observer sees the float tensor, which passes through unchanged; on the last
+        calibration batch (``last_batch``) the parameters are computed at once from that batch, as FQ-ViT
+        does, so no calibration tensor is kept;
       * ``enabled`` (after calibration): fake quantization; disabled: identity.
 
     ``scale``/``zero_point`` are stored flat, ``(C,)`` or ``(1,)``, and broadcast along the channel dim.
@@ -48,28 +50,34 @@ class UniformQuantizer(QuantSwitch, nn.Module):
         self.register_buffer("zero_point", torch.zeros(0))
         self.calibrating = False
         self.enabled = True
-        self.onnx_qdq = False  # set by evolq_pl.export.onnx_io while exporting
-        self._last: torch.Tensor | None = None
+        self._computed = False  # parameters computed in the current calibration
 
     @property
     def calibrated(self) -> bool:
         return self.scale.numel() > 0
 
     def observe(self, x: torch.Tensor) -> None:
-        """Feed one calibration tensor; the last one is kept for the MSE-based observers."""
+        """Feed one calibration tensor; on the last batch, compute the parameters from it."""
         if not torch.isfinite(x).all():
             raise NonFiniteError(f"non-finite values (NaN/inf) in a quantizer input of shape {tuple(x.shape)}", self)
-        view = channels_first(x.detach(), channel_dim_of(x, self.is_weight))
+        x = x.detach()
+        # (C, M), or (1, N) per tensor: a view in the tensor's own order (no copy; the published code's
+        # MSE sums in that order too)
+        view = channels_first(x, channel_dim_of(x, self.is_weight)) if self.per_channel else x.reshape(1, -1)
         self.observer.update(view)
-        self._last = view
+        if self.last_batch:
+            self._set(*self.observer.compute(view))
+
+    def _set(self, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
+        self.scale, self.zero_point = scale.detach().clone(), zero_point.detach().clone()
+        self._computed = True
 
     def finalize(self) -> None:
-        """Compute scale/zero point from the observed statistics (end of calibration)."""
-        if self._last is None:
-            return  # never reached in calibration (e.g. an unused branch); stays uncalibrated
-        scale, zero_point = self.observer.compute(self._last)
-        self.scale, self.zero_point = scale.detach().clone(), zero_point.detach().clone()
-        self._last = None
+        """End of calibration. A quantizer that the last batch did not reach gets its parameters from its
+        statistics when its observer needs no data (min/max, ema, percentile); else it stays uncalibrated."""
+        if not self._computed and self.observer.min_val is not None and not self.observer.needs_data:
+            self._set(*self.observer.compute(None))
+        self._computed = False
         self.observer.reset()
 
     def broadcast(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -80,26 +88,20 @@ class UniformQuantizer(QuantSwitch, nn.Module):
         shape[channel_dim_of(x, self.is_weight)] = -1
         return t.view(shape)
 
-    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+    def _check(self) -> None:
         if not self.calibrated:
             raise NotCalibratedError("quantizer used before calibration: run evolq_pl.calibrate(model, batches) first")
-        if self.onnx_qdq:
-            return self._qdq(x)
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        self._check()
         return fake_quant(x, self.broadcast(self.scale, x), self.broadcast(self.zero_point, x),
                           self.bit_type.lower, self.bit_type.upper)
 
-    def _qdq(self, x: torch.Tensor) -> torch.Tensor:
-        """PyTorch's fake-quant ops, which export to ONNX QuantizeLinear → DequantizeLinear (x·(1/s) rounding)."""
-        lo, hi = self.bit_type.lower, self.bit_type.upper
-        zp = self.zero_point.round().to(torch.int32)
-        if self.scale.numel() == 1:
-            return torch.fake_quantize_per_tensor_affine(x, self.scale.float(), zp, lo, hi)
-        return torch.fake_quantize_per_channel_affine(x, self.scale, zp, channel_dim_of(x, self.is_weight), lo, hi)
-
     def codes(self, x: torch.Tensor) -> torch.Tensor:
-        """The integer codes q = clamp(round(x/s + z)) (as floats), same arithmetic as ``quantize``."""
-        s, z = self.broadcast(self.scale, x), self.broadcast(self.zero_point, x)
-        return x.detach().div(s).add_(z).round_().clamp_(self.bit_type.lower, self.bit_type.upper)
+        """The integer codes q = clamp(round(x/s + z)) (as floats), the arithmetic of ``quantize``."""
+        self._check()
+        return quant_codes(x.detach(), self.broadcast(self.scale, x), self.broadcast(self.zero_point, x),
+                           self.bit_type.lower, self.bit_type.upper)
 
     def dequantize(self, q: torch.Tensor) -> torch.Tensor:
         """(q − z)·s: with ``codes`` this reproduces ``quantize`` exactly."""
@@ -128,14 +130,23 @@ class UniformQuantizer(QuantSwitch, nn.Module):
         return f"{self.bit_type.name}, {gran}, observer={self.observer_name}, calibrated={self.calibrated}"
 
 
-class Log2Quantizer(QuantSwitch, nn.Module):
-    """Log2 quantizer for softmax outputs (reference §1.3); needs no calibration."""
+def quantizers(model: nn.Module) -> dict[str, UniformQuantizer]:
+    """Every uniform quantizer of ``model`` by module name, in module order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, UniformQuantizer)}
 
-    def __init__(self, bit_type: BitType) -> None:
-        super().__init__()
-        self.bit_type = bit_type
-        self.calibrating = False
-        self.enabled = True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return log2_quant(x, self.bit_type.bits) if self.enabled and not self.calibrating else x
+def is_calibrated(model: nn.Module) -> bool:
+    """True when every quantizer of ``model`` has its parameters (the one calibration check)."""
+    return all(q.calibrated for q in quantizers(model).values())
+
+
+def snapshot_scales(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of every quantizer's scale, by module name (zero points never change after calibration)."""
+    return {name: q.scale.detach().clone() for name, q in quantizers(model).items()}
+
+
+def load_scales(model: nn.Module, scales: dict[str, torch.Tensor]) -> None:
+    """Put scales from ``snapshot_scales`` back, in place."""
+    found = quantizers(model)
+    for name, scale in scales.items():
+        found[name].set_scale(scale)

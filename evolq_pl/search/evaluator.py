@@ -1,5 +1,6 @@
-"""Fitness evaluation with prefix caching: the searched unit's input is computed once per unit, and
-every candidate runs only the stages from that unit on (DESIGN §5)."""
+"""Fitness evaluation with prefix caching: a unit's stage input is computed once and every candidate runs
+only the stages from that unit on (DESIGN §5). The cache is keyed on what it depends on: the versions of
+the tensors the earlier stages read, so no caller has to say when it went stale."""
 from __future__ import annotations
 
 import warnings
@@ -11,9 +12,11 @@ from torch import nn
 
 from evolq_pl.models.units import SearchUnit
 from evolq_pl.quant.modes import quant_disabled
+from evolq_pl.search.evolution import SearchConfig
 from evolq_pl.search.fitness import get_loss
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
+Key = tuple[tuple[int, int, int], ...]
 
 
 def _run(stages: Sequence[Callable], x: torch.Tensor) -> torch.Tensor:
@@ -34,48 +37,76 @@ def default_budget(device: torch.device) -> int:
     return avail // 4
 
 
+def first_use(model: nn.Module, stages: Sequence[Callable], x: torch.Tensor) -> tuple[list[list[nn.Module]], list[int]]:
+    """One forward of ``x`` stage by stage: the modules whose own tensors each stage reads first, and each
+    stage's input size in bytes. A module counts from the stage that first calls it or receives it as an
+    argument (a quantizer whose scale a LayerNorm reads); one never called goes with its nearest called
+    ancestor, or with stage 0 (the model's own tokens and embeddings)."""
+    first: dict[nn.Module, int] = {}
+    current = [0]
+
+    def hook(mod: nn.Module, args: tuple) -> None:
+        for m in (mod, *(a for a in args if isinstance(a, nn.Module))):
+            first.setdefault(m, current[0])
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules()]
+    sizes = []
+    try:
+        for i, stage in enumerate(stages):
+            current[0] = i
+            sizes.append(x.numel() * x.element_size())
+            x = stage(x)
+    finally:
+        for h in handles:
+            h.remove()
+    owners: list[list[nn.Module]] = [[] for _ in stages]
+
+    def place(mod: nn.Module, inherited: int) -> None:
+        stage = first.get(mod, inherited)
+        owners[stage].append(mod)
+        for child in mod.children():
+            place(child, stage)
+
+    place(model, 0)
+    return owners, sizes
+
+
+def tensor_key(modules: Sequence[nn.Module]) -> Key:
+    """Identity and in-place version of every parameter and buffer the modules own directly."""
+    return tuple((id(t), t.data_ptr(), t._version) for m in modules
+                 for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)
+
+
 class FitnessEvaluator:
     """Mean per-batch loss of the quantized model against the float teacher on resident calibration data.
 
     Args:
         model: a quantized, calibrated model exposing ``stage_fns()``.
         batches: calibration image batches, already on the model's device (this rank's shard under DDP).
-        loss: a registered loss name (infonce, mse, kl, cosine); ``temperature`` is passed to it.
-        use_cache: evaluate from the cached unit input (True) or with a full forward (False, for checks).
+        config: the search settings it reads: ``loss``, ``temperature``, ``features`` (``logits``, the paper,
+            or ``prelogits``: the features the classifier head reads) and ``compile_backend`` (a
+            ``torch.compile`` backend for the suffix forward, e.g. ``inductor``; None = eager).
+        use_cache: evaluate a unit from its cached stage input (True) or with a full forward (False, for checks).
         reduce: sums a tensor over processes (identity on one process).
         teacher: precomputed teacher outputs per batch; computed with quantization off when None.
-        features: ``"logits"`` (the paper) or ``"prelogits"``: compare the features the classifier head
-            reads instead of the logits (richer than 10 logits on a 10-class task).
-        compile_backend: ``torch.compile`` backend for the candidate (suffix) forward, e.g. ``inductor``
-            (GPU) or ``aot_eager``; None = eager. Fixed calibration shapes, so each suffix compiles once.
-        cache_budget_bytes: memory for cached stage inputs. Within it, one forward caches the inputs of
-            every stage up to the unit being prepared, and later (earlier-stage) units of the same pass reuse
-            them; past it, only the prepared unit's input is kept (its prefix is recomputed per unit).
-            None = a quarter of available memory (CPU) or half of free device memory (CUDA).
-
-    Validity rule of the stage-input cache: after ``prepare(unit)`` the search only changes that unit's
-    scales, so the cached inputs of stages ≤ its stage stay exact. Whoever changes other scales must call
-    ``invalidate()``.
+        cache_budget_bytes: memory for cached stage inputs. Within it, one prefix forward keeps the inputs of
+            every stage up to the unit's, and earlier units of the same pass reuse them; past it, only the
+            unit's own input is kept. None = a quarter of available memory (CPU), half of free memory (CUDA).
     """
 
-    def __init__(self, model: nn.Module, batches: Sequence[torch.Tensor], loss: str = "infonce",
-                 temperature: float = 3.0, use_cache: bool = True, reduce: Reduce | None = None,
-                 teacher: Sequence[torch.Tensor] | None = None, cache_budget_bytes: int | None = None,
-                 features: str = "logits", compile_backend: str | None = None) -> None:
-        if features not in ("logits", "prelogits"):
-            raise ValueError(f"features={features!r}: accepted: logits, prelogits")
-        self.model, self.batches, self.prelogits = model, list(batches), features == "prelogits"
-        self.loss_fn, self.temperature = get_loss(loss), temperature
+    def __init__(self, model: nn.Module, batches: Sequence[torch.Tensor], config: SearchConfig | None = None,
+                 use_cache: bool = True, reduce: Reduce | None = None, teacher: Sequence[torch.Tensor] | None = None,
+                 cache_budget_bytes: int | None = None) -> None:
+        config = config or SearchConfig()
+        self.model, self.batches, self.prelogits = model, list(batches), config.features == "prelogits"
+        self.loss_fn, self.temperature = get_loss(config.loss), config.temperature
         self.use_cache, self.reduce = use_cache, reduce or (lambda t: t)
+        self.compile_backend = config.compile_backend
         self.teacher = list(teacher) if teacher is not None else self.teacher_outputs()
         self.budget = cache_budget_bytes if cache_budget_bytes is not None else default_budget(self.batches[0].device)
-        self._inputs: dict[int, list[torch.Tensor]] = {}  # stage index → its input, per batch
-        self._valid_upto = -1
-        self._stage_bytes: list[int] | None = None
-        self._cached: tuple[int, list[torch.Tensor]] | None = None
-        self.evaluations = 0
-        self.prefix_forwards = 0
-        self.compile_backend = compile_backend
+        self._inputs: dict[int, tuple[Key, list[torch.Tensor]]] = {}  # stage → (key when stored, input per batch)
+        self._owners: list[list[nn.Module]] | None = None
+        self._stage_bytes: list[int] = []
         self._compiled: dict[int, Callable] = {}
         self._compile_failed: set[int] = set()
 
@@ -88,38 +119,28 @@ class FitnessEvaluator:
         with quant_disabled(self.model):
             return [_run(self.stages(), x) for x in self.batches]
 
-    @torch.no_grad()
-    def prepare(self, unit: SearchUnit) -> None:
-        """Make the input of ``unit``'s stage available for every batch (it does not depend on the unit's
-        scales); reuse the cache when it is still exact, else run the prefix once."""
-        if not self.use_cache:
-            return
-        k = unit.stage_index
-        if k == 0:  # the embedding: its input is the image batch itself; every later input now changes
-            self.invalidate()
-            self._cached = (0, self.batches)
-            return
-        if k not in self._inputs or k > self._valid_upto:
+    def _key(self, k: int) -> Key:
+        """What the input of stage k depends on: the tensors of the stages before it."""
+        assert self._owners is not None
+        return tensor_key([m for owners in self._owners[:k] for m in owners])
+
+    def stage_input(self, k: int) -> list[torch.Tensor]:
+        """The input of stage ``k`` for every batch: cached while the tensors it depends on are unchanged,
+        else one prefix forward."""
+        if k == 0:
+            return self.batches
+        if self._owners is None:
+            self._owners, sizes = first_use(self.model, self.stages(), self.batches[0])
+            self._stage_bytes = [s * sum(len(b) for b in self.batches) // len(self.batches[0]) for s in sizes]
+        entry = self._inputs.get(k)
+        if entry is None or entry[0] != self._key(k):
             self._fill(k)
-        self._valid_upto = k
-        for stale in [i for i in self._inputs if i > k]:  # later stages now depend on changing scales
-            del self._inputs[stale]
-        self._cached = (k, self._inputs[k])
+        return self._inputs[k][1]
 
-    def _measure(self) -> list[int]:
-        """Bytes of each stage's input over all batches, from one forward of the first batch."""
-        sizes, x = [], self.batches[0]
-        for stage in self.stages():
-            sizes.append(x.numel() * x.element_size() * sum(len(b) for b in self.batches) // len(self.batches[0]))
-            x = stage(x)
-        return sizes
-
+    @torch.no_grad()
     def _fill(self, k: int) -> None:
         """One prefix forward storing the inputs of stages k, k−1, … 1 while they fit in the budget."""
         self._inputs.clear()
-        self._cached = None
-        if self._stage_bytes is None:
-            self._stage_bytes = self._measure()
         keep, used = [], 0
         for i in range(k, 0, -1):
             if i != k and used + self._stage_bytes[i] > self.budget:
@@ -133,27 +154,19 @@ class FitnessEvaluator:
                 x = stages[i](x)
                 if i + 1 in stored:
                     stored[i + 1].append(x)
-        self._inputs = stored
-        self.prefix_forwards += 1
+        self._inputs = {i: (self._key(i), inputs) for i, inputs in stored.items()}
 
     def cached_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for ts in self._inputs.values() for t in ts)
-
-    def invalidate(self) -> None:
-        self._inputs.clear()
-        self._cached = None
-        self._valid_upto = -1
+        return sum(t.numel() * t.element_size() for _, ts in self._inputs.values() for t in ts)
 
     @torch.no_grad()
     def outputs(self, unit: SearchUnit | None = None) -> list[torch.Tensor]:
-        """Model outputs per batch: from the cached input of ``unit`` or a full forward."""
+        """Model outputs per batch: from the (cached) input of ``unit``'s stage, or a full forward."""
         stages = self.stages()
         if unit is None or not self.use_cache:
             return [_run(stages, x) for x in self.batches]
-        if self._cached is None or self._cached[0] != unit.stage_index:
-            raise RuntimeError(f"prepare({unit.name}) must be called before evaluating it")
         suffix = self._suffix(unit.stage_index, stages)
-        return [suffix(h) for h in self._cached[1]]
+        return [suffix(h) for h in self.stage_input(unit.stage_index)]
 
     def _suffix(self, index: int, stages: list[Callable]) -> Callable[[torch.Tensor], torch.Tensor]:
         """The forward from stage ``index`` on; compiled once per index when a backend is set, falling back
@@ -188,5 +201,4 @@ class FitnessEvaluator:
             total[0] += self.loss_fn(out, ref, self.temperature).double()
             total[1] += 1
         total = self.reduce(total)
-        self.evaluations += 1
         return (total[0] / total[1]).item()

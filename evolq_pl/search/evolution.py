@@ -77,11 +77,6 @@ class SearchConfig:
         return asdict(self)
 
 
-def schedule(num_units: int, passes: int) -> list[tuple[int, int]]:
-    """(pass, unit index) pairs: every pass visits the units last to first."""
-    return [(p, u) for p in range(passes) for u in reversed(range(num_units))]
-
-
 Candidate = tuple[float, torch.Tensor]
 
 

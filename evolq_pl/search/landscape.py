@@ -47,7 +47,6 @@ def sweep(unit: SearchUnit, evaluator: FitnessEvaluator, labels: Sequence[torch.
     dirs = directions(s0.numel(), spec.dims, spec.seed).to(s0.device, s0.dtype)
     grid = torch.linspace(-spec.radius, spec.radius, spec.steps).tolist() if spec.steps > 1 else [0.0]
     points = [(a, b) for a in grid for b in (grid if spec.dims == 2 else [0.0])]
-    evaluator.prepare(unit)
     rows = []
     try:
         for a, b in points:

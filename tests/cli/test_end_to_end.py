@@ -12,6 +12,7 @@ import torch
 from evolq_pl.cli.restore import build
 from evolq_pl.export import load_safetensors
 from evolq_pl.export.onnx_io import onnx_session
+from evolq_pl.quant import snapshot_scales
 from tests.cli.test_trainer_cli import ROOT, cli
 
 DEMO = str(ROOT / "configs" / "demo.yaml")
@@ -64,7 +65,8 @@ def test_readme_user_path_validate_export_reload_onnxruntime(searched, tmp_path)
         searched_logits = module.model(x)
         assert torch.equal(load_safetensors(run_dir / "deit_w4.safetensors")(x), searched_logits)
     init = module.init_scales
-    assert init is not None and any(not torch.equal(init[k], module.model.state_dict()[k]) for k in init), \
+    current = snapshot_scales(module.model)
+    assert init is not None and any(not torch.equal(init[k], current[k]) for k in init), \
         "the checkpoint's searched scales equal the calibrated init: nothing was searched"
 
     sess = onnx_session(run_dir / "deit_w4.onnx")

@@ -10,7 +10,7 @@ from evolq_pl.lightning import EvolQModule
 from evolq_pl.lightning.base_data import EvolQDataModule
 from evolq_pl.lightning.calibration import CalibrationData
 from evolq_pl.lightning.evolq import CheckpointMismatchError
-from evolq_pl.models.random_init import randomize_
+from tests.helpers import randomize_
 from evolq_pl.quant import QuantConfig, calibrate
 from evolq_pl.search import FitnessEvaluator, SearchConfig
 from torch.utils.data import DataLoader, TensorDataset
@@ -84,15 +84,15 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=1, save_last=True)
     killed = make_module(evaluate_at_end=False)
     trainer(tmp_path / "b", max_steps=4, callbacks=[ckpt]).fit(killed, datamodule=RandomImages())
-    assert killed.search_step == 4
+    assert killed.driver.position == 4
 
     resumed = make_module()
     resumed.model.load_state_dict(make_module().model.state_dict())  # fresh, uncalibrated model
     trainer(tmp_path / "c", enable_checkpointing=False).fit(resumed, datamodule=RandomImages(),
                                                           ckpt_path=str(tmp_path / "ck" / "last.ckpt"))
-    assert resumed.search_step == full.search_step == 6
+    assert resumed.driver.position == full.driver.position == 6
     assert all(torch.equal(a, b) for a, b in zip(scales(full), scales(resumed)))
-    assert resumed.current_fitness == full.current_fitness
+    assert resumed.driver.fitness == full.driver.fitness
 
 
 def test_checkpoint_from_other_config_refused(tmp_path):
@@ -104,14 +104,18 @@ def test_checkpoint_from_other_config_refused(tmp_path):
         trainer(tmp_path).validate(other, datamodule=RandomImages(), ckpt_path=str(tmp_path / "ck" / "last.ckpt"))
 
 
-def test_holdout_and_test_oracle_selection_run(tmp_path):
+def test_holdout_and_test_oracle_selection_keep_their_best_state(tmp_path):
+    data = RandomImages(holdout=16)
     m = make_module(passes=1, selection="holdout", output_dir=str(tmp_path))
-    trainer(tmp_path, enable_checkpointing=False).fit(m, datamodule=RandomImages(holdout=16))
-    assert m.selector.best_score is not None
+    trainer(tmp_path, enable_checkpointing=False).fit(m, datamodule=data)
+    holdout = data.calibration_data().holdout_batches()
+    kept = FitnessEvaluator(m.model, holdout, use_cache=False)()  # the model left behind, measured afresh
+    assert kept == pytest.approx(m.selector.best_score, rel=1e-6)
     with pytest.warns(UserWarning, match="test_oracle"):
         o = make_module(passes=1, selection="test_oracle", output_dir=str(tmp_path))
     trainer(tmp_path, enable_checkpointing=False).fit(o, datamodule=RandomImages())
-    assert o.selector.best_score is not None
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert r["top1_evolq"] == pytest.approx(o.selector.best_score)  # the reported state is the oracle's pick
     with pytest.raises(ValueError, match="selection='best'"):
         make_module(selection="best")
 
@@ -134,7 +138,7 @@ def test_nonfinite_values_name_the_first_module(tmp_path):
 
 
 def test_results_json_is_strict_and_survives_a_failed_evaluation(tmp_path):
-    from evolq_pl.lightning.evolq import strict_json
+    from evolq_pl.lightning.results import strict_json
 
     assert strict_json({"a": float("nan"), "b": [float("inf"), 1.0]}) == '{"a": null, "b": [null, 1.0]}'
 

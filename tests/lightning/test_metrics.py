@@ -16,10 +16,11 @@ def test_spearman_by_hand():
 
 def test_evaluate_top1_top5():
     logits = torch.eye(10)[[0, 1, 2, 3]] * 5  # predicts 0, 1, 2, 3
+    logits[2, 9] = 1.0  # sample 2: class 9 ranks second (inside the top 5)
+    logits[3, 9] = -1.0  # sample 3: class 9 ranks last
     labels = torch.tensor([0, 1, 9, 9])
-    model = torch.nn.Identity()
-    out = evaluate(model, [(logits, labels)], num_classes=10)
-    assert out["top1"] == pytest.approx(50.0)
+    out = evaluate(torch.nn.Identity(), [(logits, labels)], num_classes=10)
+    assert out["top1"] == pytest.approx(50.0) and out["top5"] == pytest.approx(75.0)
 
 
 def test_first_images_stops_after_n():

@@ -1,30 +1,20 @@
-"""Selectors keep the state the rule says (checked with scripted scores on a one-buffer model)."""
+"""Selectors keep the state the rule says (checked with scripted scores on a one-quantizer model)."""
 import pytest
 import torch
 from torch import nn
 
 from evolq_pl.lightning.selection import HoldoutSelector, TestSetSelector
-
-
-class Holder(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("scale", torch.zeros(1))
-
-
-class OneScale(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.q = Holder()
+from evolq_pl.quant import BitType, UniformQuantizer
 
 
 def run(selector, steps):
-    m = OneScale()
+    m = nn.Sequential(UniformQuantizer(BitType(8)))
+    m[0].scale = torch.zeros(1)
     for value, (pass_idx, score) in enumerate(steps, start=1):
-        m.get_buffer("q.scale").fill_(value)
+        m[0].set_scale(torch.full((1,), float(value)))
         selector.after_step(m, pass_idx, lambda: score)
     selector.finalize(m)
-    return m.get_buffer("q.scale").item()
+    return m[0].scale.item()
 
 
 def test_test_oracle_rule_pass0_overwrites_then_strictly_higher():

@@ -5,13 +5,13 @@ import torch.nn.functional as F
 
 from evolq_pl import QuantConfig, calibrate, create_quant_model, quant_disabled, quant_report, search_units
 from evolq_pl.layers import QLinear
-from evolq_pl.models import SUPPORTED_MODELS, UnknownModelError, format_report, unquantized_layers
+from evolq_pl.models import SUPPORTED_MODELS, UnknownModelError, format_report, quantize_model, unquantized_layers
 from evolq_pl.models.factory import create_float_model
 from evolq_pl.models.units import quantizer_groups
-from evolq_pl.models.random_init import randomize_
 from evolq_pl.models.vit import QAttention
 from evolq_pl.quant import NotCalibratedError
 from evolq_pl.quant.modes import switches
+from tests.helpers import randomize_
 
 # reduced depth / resolution for CPU speed; the width and structure are the real ones
 SMALL = {
@@ -77,14 +77,27 @@ def test_report_lists_reference_points_for_deit_block():
     assert "qact_input" not in {r.name for r in quant_report(create_quant_model("vit_base_patch16_224", img_size=32, depth=1))}
 
 
+@pytest.mark.parametrize("name, quantized", [("deit_tiny_patch16_224", True), ("vit_base_patch16_224", False),
+                                             ("levit_128s", False)])
+def test_input_quant_decided_once_for_every_entry_point(name, quantized):
+    kw = dict(img_size=64, depth=1) if name.startswith(("deit", "vit")) else dict(img_size=64, depth=(1, 1, 1))
+    for model in (create_quant_model(name, **kw), quantize_model(create_float_model(name, **kw))):
+        assert model.quant_config.input_quant is quantized
+        assert ("qact_input" in {r.name for r in quant_report(model)}) is quantized
+
+
 def test_exclusion_and_lis_options():
     q = create_quant_model("deit_tiny_patch16_224", QuantConfig(exclude=["head"], lis=True), img_size=32, depth=1)
     assert unquantized_layers(q) == ["head"]
     randomize_(q)
     x = torch.randn(4, 3, 32, 32)
     calibrate(q, [x])
+    seen = []
+    q.blocks[0].attn.softmax.register_forward_hook(lambda mod, args, out: seen.append(out))
     assert torch.isfinite(q(x)).all()
     assert any(r.kind == "log-int-softmax" for r in quant_report(q))
+    probs = seen[0][seen[0] > 0]  # log-int softmax: powers of two 2^0 … 2^−15 (a float softmax is not)
+    assert torch.equal(torch.log2(probs), torch.log2(probs).round()) and probs.min() >= 2**-15
 
 
 def test_search_units_counts_and_round_trip():
@@ -136,14 +149,13 @@ def test_weight_cache_tracks_scale_changes():
     q = create_quant_model("deit_tiny_patch16_224", img_size=32, depth=1)
     calibrate(q, [torch.randn(2, 3, 32, 32)])
     lin: QLinear = q.blocks[0].attn.proj
-    torch.set_grad_enabled(False)  # the cache is for inference (no autograd graph to keep)
-    w1 = lin.quantized_weight()
-    assert lin.quantized_weight() is w1  # cached
-    lin.weight_quantizer.set_scale(lin.weight_quantizer.scale * 1.3)
-    w2 = lin.quantized_weight()
+    with torch.no_grad():  # the cache is for inference (no autograd graph to keep)
+        w1 = lin.quantized_weight()
+        assert lin.quantized_weight() is w1  # cached
+        lin.weight_quantizer.set_scale(lin.weight_quantizer.scale * 1.3)
+        w2 = lin.quantized_weight()
     assert w2 is not w1 and not torch.equal(w1, w2)
     assert isinstance(q.blocks[0].attn, QAttention)
-    torch.set_grad_enabled(True)
 
 
 def test_offline_without_weights_names_tag(tmp_path):

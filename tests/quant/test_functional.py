@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from evolq_pl.quant.functional import (affine_params, bias_correct, fake_quant, int_layernorm, log2_quant,
-                                       log_int_softmax)
+from evolq_pl.quant.functional import (affine_params, bias_correct, fake_quant, int_layernorm, log_int_softmax,
+                                       quant_codes)
 
 
 def test_asymmetric_params_and_fake_quant_by_hand():
@@ -28,10 +28,12 @@ def test_degenerate_range_keeps_constant_representable():
     assert fake_quant(torch.tensor([1.0]), s, z, 0, 255).item() == pytest.approx(1.0)
 
 
-def test_log2_quant_by_hand():
-    # −log2(0.3) = 1.74 → 2 → 0.25; −log2(0.9) = 0.15 → 0 → 1; −log2(1e−6) = 19.9 → 20 ≥ 2^2 → 0
-    out = log2_quant(torch.tensor([0.3, 0.9, 1e-6]), bits=2)
-    torch.testing.assert_close(out, torch.tensor([0.25, 1.0, 0.0]))
+def test_codes_are_the_fake_quant_grid():
+    s, z = torch.tensor([0.5]), torch.tensor([2.0])
+    x = torch.tensor([-3.0, 0.26, 1.0, 9.0])
+    q = quant_codes(x, s, z, 0, 7)  # −6+2 → 0 (clamped); 0.52+2 → 3; 2+2 → 4; 18+2 → 7 (clamped)
+    assert q.tolist() == [0.0, 3.0, 4.0, 7.0]
+    torch.testing.assert_close(fake_quant(x, s, z, 0, 7), (q - z) * s)
 
 
 def test_log_int_softmax_is_power_of_two_softmax():
@@ -56,6 +58,37 @@ def test_bias_correction_restores_channel_mean_and_std():
     out = bias_correct(w, w_hat)
     torch.testing.assert_close(out.mean(1), w.mean(1), atol=1e-5, rtol=0)
     torch.testing.assert_close(out.std(1), w.std(1), atol=1e-5, rtol=0)
+
+
+def test_bias_correction_in_the_published_operation_order():
+    torch.manual_seed(1)
+    w = torch.randn(64, 48)
+    w_hat = torch.round(w * 3) / 3
+    mu, sd = w.mean(1, keepdim=True), w.std(1, keepdim=True)
+    mu_hat, sd_hat = w_hat.mean(1, keepdim=True), w_hat.std(1, keepdim=True)
+    published = ((w_hat - mu_hat) * (sd / (sd_hat + 1e-8)) + mu_hat) - mu_hat + mu  # reference §5, step by step
+    assert torch.equal(bias_correct(w, w_hat), published)
+    shorter = (w_hat - mu_hat) * sd / (sd_hat + 1e-8) + mu  # the same algebra: differs in last bits
+    assert not torch.equal(shorter, published)
+
+
+def test_int_layernorm_step_by_step():
+    """Reference §4.3 written out step by step (mean of the codes times s_min)."""
+    torch.manual_seed(2)
+    c = 48
+    in_scale = 0.01 * torch.exp2(torch.randint(0, 4, (c,)).float())
+    x = torch.round(torch.randn(4, 9, c) * 3 / in_scale) * in_scale
+    gamma, beta, out_scale = 0.5 + torch.rand(c), torch.randn(c) * 0.1, torch.tensor(0.03)
+    s_min = in_scale.min()
+    x_q = torch.round(x / in_scale) * torch.round(in_scale / s_min)
+    mean = x_q.mean(-1, keepdim=True) * s_min
+    std = (s_min / c) * torch.sqrt(c * (x_q**2).sum(-1, keepdim=True) - x_q.sum(-1, keepdim=True) ** 2)
+    a = (s_min / std) * gamma / out_scale
+    n = torch.clamp(7 - torch.floor(torch.log2(a.abs())), 0, 31)
+    m = torch.clamp(torch.floor(a.abs() * 2**n), 0, 255)
+    b = torch.round((beta - (mean / std) * gamma) / out_scale * 2**n)
+    expected = torch.round((torch.sign(a) * m * x_q + b) / 2**n) * out_scale
+    assert torch.equal(int_layernorm(x, in_scale, out_scale, gamma, beta), expected)
 
 
 def test_int_layernorm_close_to_float_at_8_bits():

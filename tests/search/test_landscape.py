@@ -1,9 +1,10 @@
 """Landscape sweep: shape, the centre equals the unperturbed fitness, bad input, roughness by hand."""
 import pytest
+from PIL import Image
 
 from evolq_pl.lightning.plots import plot_landscape, plot_progress
 from evolq_pl.models import search_units
-from evolq_pl.search import FitnessEvaluator
+from evolq_pl.search import FitnessEvaluator, SearchConfig
 from evolq_pl.search.landscape import SweepSpec, roughness, sweep
 from tests.search.helpers import tiny_model
 
@@ -11,7 +12,7 @@ from tests.search.helpers import tiny_model
 def test_sweep_shape_and_centre(tmp_path):
     model, batches = tiny_model("deit")
     ev = FitnessEvaluator(model, batches)
-    base = {loss: FitnessEvaluator(model, batches, loss)() for loss in ("infonce", "mse", "kl", "cosine")}
+    base = {loss: FitnessEvaluator(model, batches, SearchConfig(loss=loss))() for loss in ("infonce", "mse", "kl", "cosine")}
     unit = search_units(model)[1]
     before = unit.get()
     labels = [b[:, 0, 0, 0].gt(0).long() for b in batches]
@@ -28,7 +29,10 @@ def test_sweep_shape_and_centre(tmp_path):
     plot_landscape(rows, 1, tmp_path / "l1.png", "1-D")
     plot_landscape(rows2, 2, tmp_path / "l2.png", "2-D")
     plot_progress([{"evaluations": 3, "fitness": 1.0, "improvement": 0.1, "unit": 2}], 1.1, tmp_path / "p.png")
-    assert all((tmp_path / f).stat().st_size > 10_000 for f in ("l1.png", "l2.png", "p.png"))
+    for name in ("l1.png", "l2.png", "p.png"):
+        with Image.open(tmp_path / name) as image:  # a real PNG with drawn content, not an empty canvas
+            assert image.format == "PNG" and min(image.size) >= 300
+            assert len(image.convert("RGB").getcolors(maxcolors=1 << 20) or []) > 50
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -1,4 +1,5 @@
-"""Search: cached suffix = full forward, monotone fitness, seeding, losses, toy optimum, bad config."""
+"""Search: cached suffix = full forward (and the cache follows scale changes by itself), the driver (seeding,
+resume), losses, toy optimum, bad config."""
 import math
 
 import pytest
@@ -7,19 +8,13 @@ import torch
 from evolq_pl.models import search_units
 from evolq_pl.models.units import SearchUnit
 from evolq_pl.quant import BitType, UniformQuantizer
-from evolq_pl.search import LOSSES, EvolutionarySearch, FitnessEvaluator, SearchConfig, schedule
+from evolq_pl.search import LOSSES, EvolutionarySearch, FitnessEvaluator, SearchConfig, SearchDriver, schedule
 from evolq_pl.search.fitness import infonce
 from tests.search.helpers import tiny_model
 
 
 def run_search(model, batches, cfg: SearchConfig) -> float:
-    ev = FitnessEvaluator(model, batches, cfg.loss, cfg.temperature)
-    units = search_units(model)
-    search, fitness = EvolutionarySearch(cfg), ev()
-    for _, u in schedule(len(units), cfg.passes):
-        ev.prepare(units[u])
-        fitness = search.search_unit(units[u], ev, fitness)
-    return fitness
+    return SearchDriver(search_units(model), cfg, FitnessEvaluator(model, batches, cfg)).run()
 
 
 @pytest.mark.parametrize("kind", ["deit", "levit"])
@@ -28,7 +23,6 @@ def test_cached_suffix_equals_full_forward(kind):
     ev = FitnessEvaluator(model, batches)
     for unit in search_units(model):
         unit.set(unit.get() * 1.01)  # a perturbed candidate, as in the search
-        ev.prepare(unit)
         cached, full = ev(unit), ev()
         assert abs(cached - full) <= 1e-5 * abs(full)
 
@@ -43,12 +37,59 @@ def test_embed_unit_from_the_image_and_cache_after_it(kind):
     assert [u.name for u in units[1:]] == [u.name for u in search_units(model)]
     ev = FitnessEvaluator(model, batches)
     last = units[-1]
-    ev.prepare(last)  # caches stage inputs computed with the old embedding scales: they must not be reused
+    ev(last)  # caches stage inputs computed with the old embedding scales: they must not be reused
     for unit in (embed, last):  # the order a pass visits them: … first block, embed, (next pass) last
         unit.set(unit.get() * 1.02)
-        ev.prepare(unit)
         cached, full = ev(unit), ev()
         assert abs(cached - full) <= 1e-5 * abs(full)
+
+
+def test_cache_follows_scale_changes_without_being_told(monkeypatch):
+    model, batches = tiny_model("deit")
+    units = search_units(model)  # three blocks: stages 1, 2, 3
+    ev = FitnessEvaluator(model, batches)
+    fills = []
+    real_fill = ev._fill
+    monkeypatch.setattr(ev, "_fill", lambda k: (fills.append(k), real_fill(k)))
+    ev(units[2])
+    units[2].set(units[2].get() * 1.03)  # the unit's own scales: its input is unchanged
+    ev(units[2])
+    ev(units[1])  # an earlier stage of the same pass: reuses the inputs stored by the first fill
+    assert fills == [3]
+    units[0].set(units[0].get() * 1.03)  # an earlier unit changed behind the evaluator's back
+    cached, full = ev(units[2]), ev()
+    assert fills == [3, 3] and abs(cached - full) <= 1e-5 * abs(full)
+
+
+def test_driver_resumed_from_its_state_equals_uninterrupted():
+    cfg = SearchConfig(passes=2, seed=4)
+    model, batches = tiny_model("levit", seed=2)
+    whole = SearchDriver(search_units(model), cfg, FitnessEvaluator(model, batches, cfg))
+    whole.run()
+    model_b, _ = tiny_model("levit", seed=2)
+    first = SearchDriver(search_units(model_b), cfg, FitnessEvaluator(model_b, batches, cfg))
+    first.start()
+    for _ in range(3):
+        first.step()
+    state, scales = first.state_dict(), [u.get() for u in search_units(model_b)]
+    model_c, _ = tiny_model("levit", seed=2)  # a fresh process: new model and evaluator, the saved scales
+    for unit, s in zip(search_units(model_c), scales):
+        unit.set(s)
+    resumed = SearchDriver(search_units(model_c), cfg, FitnessEvaluator(model_c, batches, cfg))
+    resumed.load_state_dict(state)
+    assert resumed.run() == whole.fitness and resumed.evaluations == whole.evaluations == 2 * len(whole.units) * 3
+    assert all(torch.equal(a.get(), b.get()) for a, b in zip(search_units(model_c), search_units(model)))
+    assert [h["fitness"] for h in resumed.history] == [h["fitness"] for h in whole.history]
+
+
+def test_driver_budget_stops_the_search():
+    model, batches = tiny_model("deit")
+    cfg = SearchConfig(passes=3, max_evaluations=4)
+    driver = SearchDriver(search_units(model), cfg, FitnessEvaluator(model, batches, cfg))
+    driver.run()
+    assert driver.evaluations == 4 and driver.done and driver.position == 2  # 3 + 1 cycles: the 2nd step stopped
+    with pytest.raises(RuntimeError, match="the search is done"):
+        driver.step()
 
 
 def test_infonce_by_hand():
@@ -64,7 +105,7 @@ def test_fitness_never_worse_and_seeding():
     start = [u.get() for u in search_units(model)]
     init = FitnessEvaluator(model, batches)()
     final = run_search(model, batches, SearchConfig(passes=2, seed=0))
-    assert final <= init
+    assert final < init  # not by construction: the population keeps the start unless a candidate beats it
     assert final == pytest.approx(FitnessEvaluator(model, batches)(), rel=1e-6)  # written back = reported
     scales_a = [u.get() for u in search_units(model)]
 
@@ -81,7 +122,7 @@ def test_fitness_never_worse_and_seeding():
 @pytest.mark.parametrize("loss", sorted(LOSSES))
 def test_each_loss_runs(loss):
     model, batches = tiny_model("levit")
-    init = FitnessEvaluator(model, batches, loss)()
+    init = FitnessEvaluator(model, batches, SearchConfig(loss=loss))()
     final = run_search(model, batches, SearchConfig(passes=1, loss=loss))
     assert math.isfinite(final) and final <= init
 
@@ -154,10 +195,8 @@ def test_schedule_visits_units_last_to_first():
 def test_compiled_suffix_equals_eager():
     model, batches = tiny_model("deit")
     eager = FitnessEvaluator(model, batches)
-    compiled = FitnessEvaluator(model, batches, compile_backend="aot_eager")
+    compiled = FitnessEvaluator(model, batches, SearchConfig(compile_backend="aot_eager"))
     for unit in search_units(model)[-2:]:
-        eager.prepare(unit)
-        compiled.prepare(unit)
         a, b = eager(unit), compiled(unit)
         assert abs(a - b) <= 1e-5 * abs(a)
     assert compiled._compiled and not compiled._compile_failed
@@ -165,9 +204,8 @@ def test_compiled_suffix_equals_eager():
 
 def test_compile_failure_falls_back_to_eager():
     model, batches = tiny_model("deit")
-    ev = FitnessEvaluator(model, batches, compile_backend="no_such_backend")
+    ev = FitnessEvaluator(model, batches, SearchConfig(compile_backend="no_such_backend"))
     unit = search_units(model)[-1]
-    ev.prepare(unit)
     with pytest.warns(RuntimeWarning, match="using eager"):
         value = ev(unit)
     assert value == pytest.approx(FitnessEvaluator(model, batches)(), rel=1e-6)

@@ -1,0 +1,107 @@
+"""Calibration memory: the peak memory of ``calibrate()`` against a float forward of the same batch.
+
+ViT-B/16 at 224 with realistic random weights, 2 batches of 100 seeded random images (batch and count are
+options). On CPU the peak resident set (VmHWM, reset through /proc/self/clear_refs before each call) above the
+level just before the call; on CUDA the maximum allocated above the allocation before the call. Target:
+``calib_over_forward`` ≤ 2.0.
+
+    python -m benchmarks.calibration_memory [--batch 100] [--batches 2] [--out PATH] [--no-report]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from benchmarks.report import RESULTS, machine, machine_line, table, update_section, write_json
+from evolq_pl import QuantConfig, calibrate, create_quant_model, quant_disabled
+from tests.helpers import randomize_
+
+
+def _status_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key))
+
+
+def peak_above(fn: Callable[[], Any], device: torch.device) -> tuple[int, float]:
+    """Bytes of memory at the peak of ``fn()`` above the level just before it, and its seconds."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    else:
+        with open("/proc/self/clear_refs", "w") as f:  # resets the high-water mark to the current RSS
+            f.write("5")
+        before = _status_kib("VmRSS") * 1024
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = _status_kib("VmHWM") * 1024
+    return peak - before, time.perf_counter() - start
+
+
+@torch.no_grad()
+def measure(name: str, batch: int, n: int, device: torch.device) -> dict[str, Any]:
+    model = randomize_(create_quant_model(name, QuantConfig(w_bits=4))).to(device)
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(batch, 3, 224, 224, generator=g).to(device) for _ in range(n)]
+    with quant_disabled(model):
+        forward, forward_s = peak_above(lambda: model(batches[-1]), device)
+    calib, calib_s = peak_above(lambda: calibrate(model, batches), device)
+    return {"model": name, "batch": batch, "batches": n, "measure": "cuda_max_allocated" if device.type == "cuda"
+            else "rss_high_water", "forward_peak_bytes": forward, "calibration_peak_bytes": calib,
+            "calib_over_forward": calib / forward, "forward_seconds": forward_s, "calibration_seconds": calib_s,
+            "machine": machine()}
+
+
+def section(data: dict[str, Any], before: dict[str, Any] | None) -> str:
+    gib = lambda b: f"{b / 2**30:.2f}"  # noqa: E731
+    rows = [["this commit", data["machine"]["commit"], gib(data["forward_peak_bytes"]),
+             gib(data["calibration_peak_bytes"]), f"**{data['calib_over_forward']:.2f}**",
+             f"{data['calibration_seconds']:.0f}"]]
+    if before is not None:
+        rows.insert(0, ["before (every quantizer kept its last input)", before["machine"]["commit"],
+                        gib(before["forward_peak_bytes"]), gib(before["calibration_peak_bytes"]),
+                        f"{before['calib_over_forward']:.2f}", f"{before['calibration_seconds']:.0f}"])
+    return "\n".join([
+        "## Calibration memory",
+        f"`python -m benchmarks.calibration_memory`: {data['model']} at 224 (random weights), {data['batches']} "
+        f"batches of {data['batch']}; peak {data['measure'].replace('_', ' ')} above the level before the call. "
+        "Target `calib_over_forward` ≤ 2.0. " + machine_line(data["machine"]), "",
+        table(["code", "commit", "float forward of one batch, GiB", "calibrate(), GiB", "calib/forward",
+               "calibrate(), s"], rows), "",
+        "Quantizers now compute their parameters during the last calibration batch and keep no input (FQ-ViT's "
+        "protocol); per-tensor observers read the activation as a view instead of a transposed copy.",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="vit_base_patch16_224")
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--batches", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here (default: benchmarks/results)")
+    parser.add_argument("--no-report", action="store_true", help="do not update BENCHMARKS.md")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = measure(args.model, args.batch, args.batches, device)
+    if args.out is not None:
+        args.out.write_text(json.dumps(data, indent=2) + "\n")
+    else:
+        write_json("calibration_memory", data)
+    before_path = RESULTS / "calibration_memory_before.json"
+    before = json.loads(before_path.read_text()) if before_path.exists() else None
+    if not args.no_report:
+        update_section("calibration_memory", section(data, before))
+    print(json.dumps({k: v for k, v in data.items() if k != "machine"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Bit-for-bit parity with the published Evol-Q code on the same float weights and calibration batches.
+
+Needs a checkout of the published code (github.com/enyac-group/evol-q; measured at 9a39a35), used as it is:
+its DeiT-Tiny in the ``e2e`` settings (config_fq, PTF, OMSE activations, bias correction, uint4 weights, uint8
+activations, no LIS), calibrated as its main.py does. Ours: ``create_quant_model("deit_tiny_patch16_224")``
+with the default QuantConfig at W4. Realistic random weights (seed 0), 2 calibration batches and one batch for
+the logits, 8 images each at 224. Every quantizer's scale and zero point is compared, then the logits.
+
+    python -m benchmarks.reference_parity --reference /path/to/evol-q [--out PATH] [--no-report]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.report import machine, machine_line, table, update_section, write_json
+from evolq_pl import QuantConfig, calibrate, create_quant_model
+from evolq_pl.models.factory import create_float_model
+from evolq_pl.quant import UniformQuantizer
+from tests.helpers import randomize_
+
+
+def reference_model(checkout: Path, state: dict[str, torch.Tensor], batches: list[torch.Tensor]) -> torch.nn.Module:
+    """The published DeiT-Tiny, loaded with ``state`` and calibrated the way its main.py does."""
+    sys.path.insert(0, str(checkout))
+    from config_fq import Config  # the published code's modules, imported from the checkout
+    from models import deit_tiny_patch16_224
+
+    args = argparse.Namespace(w_bit_type="uint4", a_bit_type="uint8", quant_method="omse", bias_corr=True,
+                              lis=False, ptf=True)
+    model = deit_tiny_patch16_224(pretrained=False, cfg=Config(args)).eval()
+    model.load_state_dict(state, strict=False)
+    model.model_open_calibrate()
+    for i, x in enumerate(batches):
+        if i == len(batches) - 1:
+            model.model_open_last_calibrate()
+        model(x)
+    model.model_close_calibrate()
+    model.model_quant()
+    return model
+
+
+def reference_name(ours: str) -> str:
+    """Our quantizer's name → the published module holding the same quantizer."""
+    if ours.endswith(".weight_quantizer"):
+        return ours.removesuffix(".weight_quantizer") + ".quantizer"
+    return ours.replace(".attn.softmax.quantizer", ".attn.log_int_softmax.quantizer") if ours.endswith(
+        ".attn.softmax.quantizer") else ours + ".quantizer"
+
+
+def differs(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bitwise difference after broadcasting (a PTF zero point is one value there, one per channel here)."""
+    a, b = torch.broadcast_tensors(a.reshape(-1), b.reshape(-1))
+    return not torch.equal(a, b)
+
+
+@torch.no_grad()
+def measure(checkout: Path) -> dict[str, Any]:
+    torch.set_num_threads(1)  # one reduction order on both sides
+    state = randomize_(create_float_model("deit_tiny_patch16_224"), 0).state_dict()
+    g = torch.Generator().manual_seed(0)
+    calib, test = [torch.randn(8, 3, 224, 224, generator=g) for _ in range(2)], torch.randn(8, 3, 224, 224, generator=g)
+    ref = reference_model(checkout, state, calib)
+    theirs = dict(ref.named_modules())
+    ours = create_quant_model("deit_tiny_patch16_224", QuantConfig(w_bits=4))
+    ours.load_state_dict(state, strict=False)
+    calibrate(ours, calib)
+    found = {n: m for n, m in ours.named_modules() if isinstance(m, UniformQuantizer)}  # (older commits too)
+    missing = [n for n in found if reference_name(n) not in theirs]
+    pairs = {n: theirs[reference_name(n)] for n in found if n not in missing}
+    logits_ours, logits_ref = ours(test), ref(test)
+    return {"quantizers": len(found), "unmatched": missing,
+            "scales_differ": sum(differs(q.scale, pairs[n].scale) for n, q in found.items() if n in pairs),
+            "zero_points_differ": sum(differs(q.zero_point, pairs[n].zero_point) for n, q in found.items() if n in pairs),
+            "max_abs_logit_diff": (logits_ours - logits_ref).abs().max().item(),
+            "logits_bitwise_equal": torch.equal(logits_ours, logits_ref),
+            "argmax_agreement": (logits_ours.argmax(1) == logits_ref.argmax(1)).float().mean().item(),
+            "max_abs_logit": logits_ref.abs().max().item(), "machine": machine()}
+
+
+def section(data: dict[str, Any], before: dict[str, Any] | None) -> str:
+    rows = [[r["machine"]["commit"], label, f"{r['scales_differ']} / {r['zero_points_differ']} of {r['quantizers']}",
+             f"{r['max_abs_logit_diff']:.3g}", "yes" if r["logits_bitwise_equal"] else "no"]
+            for label, r in (("before", before), ("this commit", data)) if r is not None]
+    return "\n".join([
+        "## Parity with the published code",
+        "`python -m benchmarks.reference_parity --reference <evol-q checkout>`: the published DeiT-Tiny (e2e settings, "
+        "W4A8) and ours on the same random weights (seed 0), 2 calibration batches of 8 images at 224, logits on a "
+        f"third batch (largest |logit| {data['max_abs_logit']:.2f}); one torch thread. " + machine_line(data["machine"]),
+        "", table(["commit", "code", "scales / zero points that differ", "max |logit difference|", "logits bitwise equal"],
+                  rows), "",
+        "The difference before came from the bias correction's operation order (the last bit of some weights, then "
+        "later roundings); it now follows the published order, as does the integer LayerNorm's mean.",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reference", type=Path, required=True, help="a checkout of enyac-group/evol-q")
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here (default: benchmarks/results)")
+    parser.add_argument("--no-report", action="store_true", help="do not update BENCHMARKS.md")
+    args = parser.parse_args()
+    if not (args.reference / "config_fq.py").is_file():
+        parser.error(f"--reference={str(args.reference)!r}: not a checkout of enyac-group/evol-q (no config_fq.py)")
+    data = measure(args.reference)
+    if args.out is not None:
+        args.out.write_text(json.dumps(data, indent=2) + "\n")
+    else:
+        write_json("reference_parity", data)
+    before_path = Path(__file__).parent / "results" / "reference_parity_before.json"
+    before = json.loads(before_path.read_text()) if before_path.exists() else None
+    if not args.no_report:
+        update_section("reference_parity", section(data, before))
+    print(json.dumps({k: v for k, v in data.items() if k != "machine"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

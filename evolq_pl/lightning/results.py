@@ -1,0 +1,128 @@
+"""What a finished search writes: results.json (strict JSON, partial when a measurement fails), history.json,
+progress.png and a printed table; and the candidate recorder used to relate fitness to accuracy."""
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from evolq_pl.lightning.metrics import evaluate, first_images, spearman
+from evolq_pl.lightning.plots import plot_progress
+from evolq_pl.search import SearchDriver
+
+Measure = Callable[[], dict[str, float]]
+
+
+def peak_memory(device: torch.device) -> int:
+    """Peak device memory (CUDA) or peak resident memory of this process (CPU), in bytes."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def ensure_writable_dir(path: Path, field: str) -> None:
+    """Create ``path`` and write a probe file in it, or raise naming the field (before any expensive work)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):  # a unique name: several ranks probe the same folder at once
+            pass
+    except OSError as err:
+        raise ValueError(f"{field}={str(path)!r}: not a writable folder ({err.strerror or err})") from None
+
+
+def strict_json(data: Any, **kwargs: Any) -> str:
+    """JSON with every non-finite float written as null (``NaN`` is not JSON)."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(data), allow_nan=False, **kwargs)
+
+
+def search_results(settings: dict[str, Any], driver: SearchDriver, recorder: "CandidateRecorder | None",
+                   matmul_precision: str, peak_bytes: int) -> dict[str, Any]:
+    """The search's own numbers (results.json before its evaluations)."""
+    q, s = settings["quant"], driver.config
+    results = {
+        "model": settings["model"], "w_bits": q["w_bits"], "a_bits": q["a_bits"], "seed": s.seed,
+        "calib_size": settings["calib_size"], "loss": s.loss, "selection": settings["selection"], "passes": s.passes,
+        "fitness_init": driver.fitness_init, "fitness_final": driver.fitness, "evaluations": driver.evaluations,
+        "rejected": driver.search.rejected, "search_seconds": driver.seconds, "matmul_precision": matmul_precision,
+        "peak_memory_bytes": peak_bytes, "settings": settings,
+    }
+    if recorder is not None and recorder.records:
+        fit, acc = zip(*recorder.records)
+        results["candidates"] = [list(c) for c in recorder.records]
+        # fitness is minimised, accuracy maximised: a useful fitness gives a negative correlation
+        results["spearman_fitness_top1"] = spearman(list(fit), list(acc))
+    return results
+
+
+def measure_into(results: dict[str, Any], measures: Iterable[tuple[str, Measure]]) -> dict[str, Any]:
+    """Run each measurement; ``{metric: v}`` goes in as ``metric_key`` (``key`` for the metric ``""``). One that
+    fails leaves the others and names itself under ``missing`` (nothing measured is lost)."""
+    for key, measure in measures:
+        try:
+            values = measure()
+        except Exception as err:
+            results.setdefault("missing", {})[key] = f"{type(err).__name__}: {err}"
+            continue
+        for metric, value in values.items():
+            results[f"{metric}_{key}" if metric else key] = value
+    return results
+
+
+def write_results(out: Path, results: dict[str, Any], history: Sequence[dict[str, Any]], title: str) -> None:
+    """results.json, history.json, progress.png and the table; raises after writing if a measurement failed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(strict_json(results, indent=2))
+    (out / "history.json").write_text(strict_json(list(history), indent=1))
+    if history:
+        plot_progress(history, results["fitness_init"], out / "progress.png", title)
+    print(format_results(results))
+    print(f"results written to {out / 'results.json'}")
+    if "missing" in results:
+        raise RuntimeError(f"the search finished and its results are in {out / 'results.json'}, but these "
+                           f"measurements failed: {results['missing']}")
+
+
+def format_results(r: dict[str, Any]) -> str:
+    """Small table: float / calibrated init / Evol-Q top-1 (and top-5) plus fitness."""
+    def num(v: Any, digits: int) -> str:
+        return "missing" if v is None else f"{v:.{digits}f}"
+
+    rows = [("", "top-1 (%)", "top-5 (%)", "fitness")]
+    for label, key, fit in (("float", "float", "-"), ("calibrated init", "init", num(r.get("fitness_init"), 6)),
+                            ("Evol-Q", "evolq", num(r.get("fitness_final"), 6))):
+        rows.append((label, num(r.get(f"top1_{key}"), 2), num(r.get(f"top5_{key}"), 2), fit))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    head = f"{r['model']} W{r['w_bits']}A{r['a_bits']} seed {r['seed']} ({r['evaluations']} evaluations, " \
+           f"{r['search_seconds']:.1f} s search, selection={r['selection']})"
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return "\n".join([head, *lines])
+
+
+class CandidateRecorder:
+    """For every candidate the search evaluates: its calibration fitness and its top-1 on the first ``size``
+    evaluation images (for the fitness/accuracy rank correlation; never used for selection)."""
+
+    def __init__(self, model: nn.Module, loader: Callable[[], Iterable], size: int, num_classes: int) -> None:
+        self.model, self.loader, self.size, self.num_classes = model, loader, size, num_classes
+        self.records: list[tuple[float, float]] = []
+        self._batches: list | None = None
+
+    def __call__(self, unit: Any, fitness: float) -> None:
+        if self._batches is None:  # collected once, reused for every candidate
+            self._batches = first_images(self.loader(), self.size)
+        device = next(self.model.parameters()).device
+        self.records.append((fitness, evaluate(self.model, self._batches, self.num_classes, device)["top1"]))

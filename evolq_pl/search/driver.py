@@ -1,0 +1,93 @@
+"""The one search driver: schedule, budget, counting and generator state of an Evol-Q run (DESIGN §1).
+
+Lightning, the benchmarks and the tests all run a search through it, one step (one unit's K cycles) at a time
+or to the end; its ``state_dict`` is everything a resumed run needs besides the model's scales.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from evolq_pl.models.units import SearchUnit
+from evolq_pl.search.evaluator import FitnessEvaluator
+from evolq_pl.search.evolution import EvolutionarySearch, SearchConfig
+
+OnCandidate = Callable[[SearchUnit, float], None]
+
+
+def schedule(num_units: int, passes: int) -> list[tuple[int, int]]:
+    """(pass, unit index) pairs: every pass visits the units last to first."""
+    return [(p, u) for p in range(passes) for u in reversed(range(num_units))]
+
+
+class SearchDriver:
+    """Runs ``config``'s search over ``units`` with ``evaluator`` as the fitness.
+
+    Args:
+        units: the searched units (``search_units(model, …)``), in forward order.
+        config: the search settings (passes, budget, seed …).
+        evaluator: the fitness of the model's current scales; may be set later, before ``start``
+            (a Lightning run builds it once the calibration data is on the device).
+        on_candidate: called with every evaluated candidate and its fitness (measurement only).
+    """
+
+    def __init__(self, units: Sequence[SearchUnit], config: SearchConfig, evaluator: FitnessEvaluator | None = None,
+                 on_candidate: OnCandidate | None = None) -> None:
+        self.units, self.config, self.evaluator = list(units), config, evaluator
+        self.search = EvolutionarySearch(config)
+        self.steps = schedule(len(self.units), config.passes)
+        self.on_candidate = on_candidate
+        self.position = 0  # steps done
+        self.fitness_init: float | None = None
+        self.fitness: float | None = None
+        self.history: list[dict[str, Any]] = []
+
+    def start(self) -> float:
+        """Fitness of the starting scales (evaluated once; a restored driver keeps its own)."""
+        if self.evaluator is None:
+            raise RuntimeError("SearchDriver.evaluator is not set")
+        if self.fitness_init is None:
+            self.fitness_init = self.fitness = self.evaluator()
+        return self.fitness_init
+
+    @property
+    def evaluations(self) -> int:
+        return self.search.evaluations
+
+    @property
+    def seconds(self) -> float:
+        return self.search.elapsed
+
+    @property
+    def done(self) -> bool:
+        return self.position >= len(self.steps) or self.search.exhausted
+
+    def step(self) -> dict[str, Any]:
+        """One unit's K cycles; returns the step's record (also kept in ``history``)."""
+        if self.done:
+            raise RuntimeError("the search is done: no step left in its schedule or budget")
+        before = self.start() if self.fitness is None else self.fitness
+        assert self.evaluator is not None
+        pass_idx, unit_idx = self.steps[self.position]
+        self.fitness = self.search.search_unit(self.units[unit_idx], self.evaluator, before, self.on_candidate)
+        self.position += 1
+        record = {"step": self.position, "pass": pass_idx, "unit": unit_idx, "fitness": self.fitness,
+                  "improvement": before - self.fitness, "evaluations": self.evaluations, "seconds": self.seconds}
+        self.history.append(record)
+        return record
+
+    def run(self) -> float:
+        """Every remaining step; returns the final fitness."""
+        self.start()
+        while not self.done:
+            self.step()
+        assert self.fitness is not None
+        return self.fitness
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"search": self.search.state_dict(), "position": self.position, "fitness_init": self.fitness_init,
+                "fitness": self.fitness, "history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.search.load_state_dict(state["search"])
+        self.position, self.history = state["position"], list(state["history"])
+        self.fitness_init, self.fitness = state["fitness_init"], state["fitness"]
