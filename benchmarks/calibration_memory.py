@@ -6,6 +6,10 @@ level just before the call; on CUDA the maximum allocated above the allocation b
 ``calib_over_forward`` ≤ 2.0.
 
     python -m benchmarks.calibration_memory [--batch 100] [--batches 2] [--out PATH] [--no-report]
+    python -m benchmarks.calibration_memory --report-only   # BENCHMARKS.md from results/calibration_memory*.json
+
+``results/calibration_memory_before.json``, when present, is the same measurement at an earlier commit (this
+script run in a checkout of it with ``--out``), shown as the "before" row.
 """
 from __future__ import annotations
 
@@ -89,13 +93,17 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here (default: benchmarks/results)")
     parser.add_argument("--no-report", action="store_true", help="do not update BENCHMARKS.md")
+    parser.add_argument("--report-only", action="store_true", help="write BENCHMARKS.md from the stored JSON")
     args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    data = measure(args.model, args.batch, args.batches, device)
-    if args.out is not None:
-        args.out.write_text(json.dumps(data, indent=2) + "\n")
+    if args.report_only:
+        data = json.loads((RESULTS / "calibration_memory.json").read_text())
     else:
-        write_json("calibration_memory", data)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        data = measure(args.model, args.batch, args.batches, device)
+        if args.out is not None:
+            args.out.write_text(json.dumps(data, indent=2) + "\n")
+        else:
+            write_json("calibration_memory", data)
     before_path = RESULTS / "calibration_memory_before.json"
     before = json.loads(before_path.read_text()) if before_path.exists() else None
     if not args.no_report:

@@ -12,6 +12,8 @@ from torch import nn
 # model name → the pretrained tag Evol-Q used (reference §8.2). timm's default ViT-B tag is another checkpoint.
 PRETRAINED_TAGS: dict[str, str] = {
     "vit_base_patch16_224": "vit_base_patch16_224.augreg_in21k_ft_in1k",
+    # the published code loads the AugReg L/16 ImageNet-21k (300 ep) → ImageNet-1k fine-tune at 224: this tag
+    "vit_large_patch16_224": "vit_large_patch16_224.augreg_in21k_ft_in1k",
     "deit_tiny_patch16_224": "deit_tiny_patch16_224.fb_in1k",
     "deit_small_patch16_224": "deit_small_patch16_224.fb_in1k",
     "deit_base_patch16_224": "deit_base_patch16_224.fb_in1k",

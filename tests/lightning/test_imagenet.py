@@ -98,5 +98,6 @@ def test_every_imagenet_config_builds(config, tmp_path):
                          "--data.init_args.root", str(root), "--data.init_args.calib_size", "2"], run=False)
     name = config.split("_w")[0]
     assert cli.model.model_name.startswith(name) and cli.model.quant_cfg.w_bits == int(config.split("_w")[1][0])
-    # attention blocks (+ LeViT's two subsampling attentions): ViT/DeiT 12, LeViT-128S 9 + 2, other LeViTs 12 + 2
-    assert len(cli.model.units) == {"levit_128s": 11}.get(name, 14 if name.startswith("levit") else 12)
+    # attention blocks (+ LeViT's two subsampling attentions): ViT-L 24, ViT-B/DeiT 12, LeViT-128S 9 + 2, other
+    # LeViTs 12 + 2
+    assert len(cli.model.units) == {"levit_128s": 11, "vit_large": 24}.get(name, 14 if name.startswith("levit") else 12)

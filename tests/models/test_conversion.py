@@ -16,6 +16,7 @@ from tests.helpers import randomize_
 # reduced depth / resolution for CPU speed; the width and structure are the real ones
 SMALL = {
     "vit_base_patch16_224": dict(img_size=32, depth=1),
+    "vit_large_patch16_224": dict(img_size=32, depth=1),
     "deit_tiny_patch16_224": dict(img_size=32, depth=2),
     "deit_small_patch16_224": dict(img_size=32, depth=1),
     "deit_base_patch16_224": dict(img_size=32, depth=1),
