@@ -26,10 +26,13 @@ class QLayerNorm(QuantSwitch, nn.LayerNorm):
         return new
 
     def forward(self, x: torch.Tensor, in_quant: UniformQuantizer | None = None,
-                out_quant: UniformQuantizer | None = None) -> torch.Tensor:
+                out_quant: UniformQuantizer | None = None, in_repeat: int = 1) -> torch.Tensor:
+        """``in_repeat``: the input's channels are ``in_repeat`` copies of ``in_quant``'s channels side by side
+        (Swin's patch merging concatenates 2×2 neighbours), so its per-channel scales are tiled that often."""
         use_int = self.int_mode and self.enabled and not self.calibrating and in_quant is not None
         if use_int and in_quant.enabled and out_quant is not None and out_quant.enabled:
-            return int_layernorm(x, in_quant.scale, out_quant.scale, self.weight, self.bias)
+            in_scale = in_quant.scale.repeat(in_repeat) if in_quant.scale.numel() > 1 else in_quant.scale
+            return int_layernorm(x, in_scale, out_quant.scale, self.weight, self.bias)
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:

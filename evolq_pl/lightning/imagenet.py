@@ -20,6 +20,7 @@ PAPER_TRANSFORMS = {
     "vit": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 0.9),
     "deit": (IMAGENET_MEAN, IMAGENET_STD, 0.875),
     "levit": (IMAGENET_MEAN, IMAGENET_STD, 0.875),
+    "swin": (IMAGENET_MEAN, IMAGENET_STD, 0.9),
 }
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # any case, as torchvision
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from evolq_pl.layers import QConv2d, QLayerNorm, QLinear, QSoftmax
 from evolq_pl.models import levit as _levit  # noqa: F401  (registers converters)
+from evolq_pl.models import swin as _swin  # noqa: F401
 from evolq_pl.models import vit as _vit  # noqa: F401
 from evolq_pl.models.convert import CONVERTERS, PREPARERS, swap_modules
 from evolq_pl.models.factory import create_float_model
@@ -37,10 +38,10 @@ def quantize_model(model: nn.Module, cfg: QuantConfig | None = None) -> nn.Modul
 
 
 def default_input_quant(model: nn.Module) -> bool:
-    """DeiT quantizes its input image, ViT does not (reference §4.1); LeViT never does (§4.2). The timm
-    architecture name tells DeiT from ViT (both are timm ``VisionTransformer``s)."""
+    """DeiT and Swin quantize their input image, ViT does not (reference §4.1); LeViT never does (§4.2). The
+    timm architecture name tells DeiT from ViT (both are timm ``VisionTransformer``s)."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    return str(cfg.get("architecture", "")).startswith("deit")
+    return str(cfg.get("architecture", "")).startswith(("deit", "swin"))
 
 
 def create_quant_model(name: str, cfg: QuantConfig | None = None, pretrained: bool = False,

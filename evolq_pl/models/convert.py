@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from fnmatch import fnmatch
-from typing import Callable
+from typing import Callable, Iterable
 
 from torch import nn
 
-from evolq_pl.layers import QConv2d, QLayerNorm, QLinear
+from evolq_pl.layers import QConv2d, QLayerNorm, QLinear, bind
 from evolq_pl.quant.config import QuantConfig
 
 Converter = Callable[[nn.Module, QuantConfig], nn.Module]
@@ -53,6 +53,22 @@ def register_swap(float_type: type, quant_type: type, **points: Callable[[QuantC
             setattr(mod, name, make(cfg))
         return mod
     register_converter(float_type)(convert)
+
+
+def refuse_unsupported(variant: str, problems: dict[str, bool]) -> None:
+    """Raise naming every problem that holds (a model variant the converters do not handle)."""
+    bad = [name for name, present in problems.items() if present]
+    if bad:
+        raise NotImplementedError(f"{variant} variant not supported: {', '.join(bad)}")
+
+
+def bind_streams(first: nn.Module, units: Iterable[nn.Module], output: Callable[[nn.Module], nn.Module]) -> None:
+    """Give each residual unit, in forward order, the quantizer whose grid its input lies on (``stream_in``, read
+    by its integer LayerNorm): ``first`` for the first unit, then the previous unit's ``output(unit)``."""
+    prev = first
+    for unit in units:
+        bind(unit, "stream_in", prev)
+        prev = output(unit)
 
 
 def _excluded(name: str, cfg: QuantConfig) -> bool:

@@ -22,6 +22,10 @@ PRETRAINED_TAGS: dict[str, str] = {
     "levit_192": "levit_192.fb_dist_in1k",
     "levit_256": "levit_256.fb_dist_in1k",
     "levit_384": "levit_384.fb_dist_in1k",
+    # the published code loads the ImageNet-1k Swin checkpoints (timm's default for S/B is the 22k → 1k fine-tune)
+    "swin_tiny_patch4_window7_224": "swin_tiny_patch4_window7_224.ms_in1k",
+    "swin_small_patch4_window7_224": "swin_small_patch4_window7_224.ms_in1k",
+    "swin_base_patch4_window7_224": "swin_base_patch4_window7_224.ms_in1k",
 }
 SUPPORTED_MODELS = tuple(PRETRAINED_TAGS)
 

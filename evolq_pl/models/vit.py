@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import torch
 from timm.layers import LayerNorm as TimmLayerNorm
-from timm.layers import Mlp, PatchEmbed
+from timm.layers import Format, Mlp, PatchEmbed, nchw_to
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
 from torch import nn
 
-from evolq_pl.layers import QLayerNorm, QSoftmax, act, bind, stream
-from evolq_pl.models.convert import register_converter, register_swap, swap_class
+from evolq_pl.layers import QLayerNorm, QSoftmax, act, stream
+from evolq_pl.models.convert import (bind_streams, refuse_unsupported, register_converter, register_swap,
+                                     swap_class)
 from evolq_pl.models.units import register_embed, register_unit
 from evolq_pl.quant.config import QuantConfig
 
@@ -16,20 +17,27 @@ register_converter(TimmLayerNorm)(QLayerNorm.from_float)
 
 
 class QPatchEmbed(PatchEmbed):
-    """conv (W) → flatten → ``qact`` (A8)."""
+    """conv (W) → flatten (ViT: (B, N, D)) or channels-last (Swin: (B, H', W', D)) → [``qact_before_norm`` (A8) →
+    integer LayerNorm, when the embedding has a norm (Swin)] → ``qact`` (A8)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj(x)  # (B, D, H', W')
-        x = x.flatten(2).transpose(1, 2)  # (B, N, D)
-        return self.qact(self.norm(x))
+        x = x.flatten(2).transpose(1, 2) if self.flatten else nchw_to(x, self.output_fmt)
+        if isinstance(self.norm, QLayerNorm):
+            x = self.norm(self.qact_before_norm(x), self.qact_before_norm, self.qact)
+        return self.qact(x)
 
 
 @register_converter(PatchEmbed)
 def _patch_embed(mod: PatchEmbed, cfg: QuantConfig) -> QPatchEmbed:
-    if not mod.flatten or getattr(mod, "dynamic_img_pad", False):
-        raise NotImplementedError("only flattening, fixed-size PatchEmbed is supported")
+    if not (mod.flatten or mod.output_fmt == Format.NHWC) or getattr(mod, "dynamic_img_pad", False):
+        raise NotImplementedError("only a fixed-size PatchEmbed that flattens (ViT) or is channels-last (Swin)")
+    if not isinstance(mod.norm, (nn.Identity, QLayerNorm)):
+        raise NotImplementedError(f"PatchEmbed norm {type(mod.norm).__name__} is not supported")
     mod = swap_class(mod, QPatchEmbed)
     mod.qact = act(cfg)
+    if isinstance(mod.norm, QLayerNorm):
+        mod.qact_before_norm = act(cfg)
     return mod
 
 
@@ -117,14 +125,11 @@ class QVisionTransformer(VisionTransformer):
 
 
 def _check_supported(vit: VisionTransformer) -> None:
-    problems = {
+    refuse_unsupported("VisionTransformer", {
         "class token": vit.cls_token is None, "register tokens": vit.reg_token is not None,
         "no_embed_class": vit.no_embed_class, "global_pool != 'token'": vit.global_pool != "token",
         "dynamic_img_size": vit.dynamic_img_size, "norm_pre": not isinstance(vit.norm_pre, nn.Identity),
-    }
-    bad = [k for k, v in problems.items() if v]
-    if bad:
-        raise NotImplementedError(f"VisionTransformer variant not supported: {', '.join(bad)}")
+    })
 
 
 register_embed(QVisionTransformer, "patch_embed")
@@ -137,9 +142,5 @@ def _vit(mod: VisionTransformer, cfg: QuantConfig) -> QVisionTransformer:
     mod.qact_input = act(cfg) if cfg.input_quant else nn.Identity()
     mod.qact_embed, mod.qact_pos, mod.qact1 = act(cfg), act(cfg), stream(cfg)
     mod.qact2, mod.act_out = act(cfg), act(cfg)
-    prev = mod.qact1
-    for block in mod.blocks:
-        if isinstance(block, QBlock):
-            bind(block, "stream_in", prev)
-            prev = block.qact4
+    bind_streams(mod.qact1, [b for b in mod.blocks if isinstance(b, QBlock)], lambda block: block.qact4)
     return mod

@@ -15,7 +15,7 @@ def test_pack_by_hand():
     assert unpack(pack(torch.tensor([200, 3]), 8), 8, 2).tolist() == [200, 3]
 
 
-@pytest.mark.parametrize("kind, bits", [("deit", 4), ("levit", 3), ("deit", 8)])
+@pytest.mark.parametrize("kind, bits", [("deit", 4), ("levit", 3), ("deit", 8), ("swin", 4)])
 def test_round_trip_identical_logits(tmp_path, kind, bits):
     model, batches = tiny_model(kind, w_bits=bits)
     name, kw, _ = TINY[kind]

@@ -99,5 +99,6 @@ def test_every_imagenet_config_builds(config, tmp_path):
     name = config.split("_w")[0]
     assert cli.model.model_name.startswith(name) and cli.model.quant_cfg.w_bits == int(config.split("_w")[1][0])
     # attention blocks (+ LeViT's two subsampling attentions): ViT-L 24, ViT-B/DeiT 12, LeViT-128S 9 + 2, other
-    # LeViTs 12 + 2
-    assert len(cli.model.units) == {"levit_128s": 11, "vit_large": 24}.get(name, 14 if name.startswith("levit") else 12)
+    # LeViTs 12 + 2, Swin-T 2+2+6+2, Swin-S/B 2+2+18+2
+    expected = {"levit_128s": 11, "vit_large": 24, "swin_tiny": 12, "swin_small": 24, "swin_base": 24}
+    assert len(cli.model.units) == expected.get(name, 14 if name.startswith("levit") else 12)

@@ -21,6 +21,8 @@ SMALL = {
     "deit_small_patch16_224": dict(img_size=32, depth=1),
     "deit_base_patch16_224": dict(img_size=32, depth=1),
     **{name: dict(img_size=64, depth=(1, 1, 1)) for name in SUPPORTED_MODELS if name.startswith("levit")},
+    **{name: dict(img_size=56, embed_dim=16, depths=(2, 2), num_heads=(1, 2))
+       for name in SUPPORTED_MODELS if name.startswith("swin")},
 }
 
 
@@ -79,9 +81,9 @@ def test_report_lists_reference_points_for_deit_block():
 
 
 @pytest.mark.parametrize("name, quantized", [("deit_tiny_patch16_224", True), ("vit_base_patch16_224", False),
-                                             ("levit_128s", False)])
+                                             ("levit_128s", False), ("swin_tiny_patch4_window7_224", True)])
 def test_input_quant_decided_once_for_every_entry_point(name, quantized):
-    kw = dict(img_size=64, depth=1) if name.startswith(("deit", "vit")) else dict(img_size=64, depth=(1, 1, 1))
+    kw = SMALL[name]
     for model in (create_quant_model(name, **kw), quantize_model(create_float_model(name, **kw))):
         assert model.quant_config.input_quant is quantized
         assert ("qact_input" in {r.name for r in quant_report(model)}) is quantized
@@ -132,7 +134,7 @@ def test_quantizer_groups_partition_every_switch():
 
 def test_quantize_model_rejects_other_modules():
     from evolq_pl.models import quantize_model
-    with pytest.raises(TypeError, match="cannot quantize a Linear; supported model classes: Levit, LevitDistilled, VisionTransformer"):
+    with pytest.raises(TypeError, match="cannot quantize a Linear; supported model classes: Levit, LevitDistilled, SwinTransformer, VisionTransformer"):
         quantize_model(torch.nn.Linear(2, 2))
 
 

@@ -8,6 +8,9 @@ TINY = {
                                             depth=3, num_heads=2), 28),
     "levit": ("levit_128s", dict(img_size=64, in_chans=1, num_classes=10, embed_dim=(32, 48, 64), key_dim=8,
                                  num_heads=(2, 3, 4), depth=(1, 1, 1)), 64),
+    # 14×14 tokens then 7×7 after patch merging: shifted windows in the first stage, one window in the second
+    "swin": ("swin_tiny_patch4_window7_224", dict(img_size=56, in_chans=1, num_classes=10, embed_dim=16,
+                                                  depths=(2, 2), num_heads=(1, 2)), 56),
 }
 
 

@@ -17,7 +17,7 @@ def run_search(model, batches, cfg: SearchConfig) -> float:
     return SearchDriver(search_units(model), cfg, FitnessEvaluator(model, batches, cfg)).run()
 
 
-@pytest.mark.parametrize("kind", ["deit", "levit"])
+@pytest.mark.parametrize("kind", ["deit", "levit", "swin"])
 def test_cached_suffix_equals_full_forward(kind):
     model, batches = tiny_model(kind)
     ev = FitnessEvaluator(model, batches)
@@ -27,13 +27,13 @@ def test_cached_suffix_equals_full_forward(kind):
         assert abs(cached - full) <= 1e-5 * abs(full)
 
 
-@pytest.mark.parametrize("kind", ["deit", "levit"])
+@pytest.mark.parametrize("kind", ["deit", "levit", "swin"])
 def test_embed_unit_from_the_image_and_cache_after_it(kind):
     model, batches = tiny_model(kind)
     units = search_units(model, include_embed=True)
     embed = units[0]
-    assert embed.stage_index == 0 and embed.name == {"deit": "patch_embed", "levit": "stem"}[kind]
-    assert len(embed.quantizers) == {"deit": 1, "levit": 4}[kind]  # the patch conv / the four stem convs
+    assert embed.stage_index == 0 and embed.name == {"deit": "patch_embed", "levit": "stem", "swin": "patch_embed"}[kind]
+    assert len(embed.quantizers) == {"deit": 1, "levit": 4, "swin": 1}[kind]  # the patch conv / the four stem convs
     assert [u.name for u in units[1:]] == [u.name for u in search_units(model)]
     ev = FitnessEvaluator(model, batches)
     last = units[-1]
@@ -61,18 +61,19 @@ def test_cache_follows_scale_changes_without_being_told(monkeypatch):
     assert fills == [3, 3] and abs(cached - full) <= 1e-5 * abs(full)
 
 
-def test_driver_resumed_from_its_state_equals_uninterrupted():
+@pytest.mark.parametrize("kind", ["levit", "swin"])
+def test_driver_resumed_from_its_state_equals_uninterrupted(kind):
     cfg = SearchConfig(passes=2, seed=4)
-    model, batches = tiny_model("levit", seed=2)
+    model, batches = tiny_model(kind, seed=2)
     whole = SearchDriver(search_units(model), cfg, FitnessEvaluator(model, batches, cfg))
     whole.run()
-    model_b, _ = tiny_model("levit", seed=2)
+    model_b, _ = tiny_model(kind, seed=2)
     first = SearchDriver(search_units(model_b), cfg, FitnessEvaluator(model_b, batches, cfg))
     first.start()
     for _ in range(3):
         first.step()
     state, scales = first.state_dict(), [u.get() for u in search_units(model_b)]
-    model_c, _ = tiny_model("levit", seed=2)  # a fresh process: new model and evaluator, the saved scales
+    model_c, _ = tiny_model(kind, seed=2)  # a fresh process: new model and evaluator, the saved scales
     for unit, s in zip(search_units(model_c), scales):
         unit.set(s)
     resumed = SearchDriver(search_units(model_c), cfg, FitnessEvaluator(model_c, batches, cfg))
