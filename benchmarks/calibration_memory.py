@@ -13,15 +13,13 @@ script run in a checkout of it with ``--out``), shown as the "before" row.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from benchmarks.report import RESULTS, machine, machine_line, table, update_section, write_json
+from benchmarks.report import RESULTS, benchmark_parser, machine, machine_line, record, table
 from evolq_pl import QuantConfig, calibrate, create_quant_model, quant_disabled
 from tests.helpers import randomize_
 
@@ -87,34 +85,27 @@ def section(data: dict[str, Any], before: dict[str, Any] | None) -> str:
         "is not met on this measure. The resident set also holds what glibc's allocator keeps after a free "
         "(below its adaptive mmap threshold, up to 32 MB, freed memory stays in the heap): at batch 4 the same "
         "calibration measured 13.1× the forward with the default allocator and 0.88× with a fixed "
-        "`MALLOC_MMAP_THRESHOLD_=131072` (one run each, with the calibration code of 36db0d5; 7× slower, so not used at batch 100). "
+        "`MALLOC_MMAP_THRESHOLD_=131072` (one run each, with the calibration code of 36db0d5; 7× slower, so not "
+        "used at batch 100). "
         "OMSE and PTF now form their error in the fake-quant buffer (one temporary of the input's size instead "
         "of three, bitwise the same scales) — a later commit than the row above, not yet measured here.",
     ])
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--model", default="vit_base_patch16_224")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--batches", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None, help="write the JSON here (default: benchmarks/results)")
-    parser.add_argument("--no-report", action="store_true", help="do not update BENCHMARKS.md")
     parser.add_argument("--report-only", action="store_true", help="write BENCHMARKS.md from the stored JSON")
     args = parser.parse_args()
     if args.report_only:
         data = json.loads((RESULTS / "calibration_memory.json").read_text())
+        args.out = RESULTS / "calibration_memory.json"  # rewritten unchanged
     else:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         data = measure(args.model, args.batch, args.batches, device)
-        if args.out is not None:
-            args.out.write_text(json.dumps(data, indent=2) + "\n")
-        else:
-            write_json("calibration_memory", data)
-    before_path = RESULTS / "calibration_memory_before.json"
-    before = json.loads(before_path.read_text()) if before_path.exists() else None
-    if not args.no_report:
-        update_section("calibration_memory", section(data, before))
+    record("calibration_memory", data, args, section)
     print(json.dumps({k: v for k, v in data.items() if k != "machine"}, indent=1))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.report import machine, machine_line, table, update_section, write_json
+from benchmarks.report import benchmark_parser, machine, machine_line, record, table
 from evolq_pl import QuantConfig, calibrate, create_quant_model
 from evolq_pl.models.factory import create_float_model
 from evolq_pl.quant import UniformQuantizer
@@ -117,22 +117,13 @@ def section(records: dict[str, dict[str, Any]], before: dict[str, Any] | None) -
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--reference", type=Path, required=True, help="a checkout of enyac-group/evol-q")
-    parser.add_argument("--out", type=Path, default=None, help="write the JSON here (default: benchmarks/results)")
-    parser.add_argument("--no-report", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args()
     if not (args.reference / "config_fq.py").is_file():
         parser.error(f"--reference={str(args.reference)!r}: not a checkout of enyac-group/evol-q (no config_fq.py)")
     data = {name: measure(args.reference, name) for name in MODELS}
-    if args.out is not None:
-        args.out.write_text(json.dumps(data, indent=2) + "\n")
-    else:
-        write_json("reference_parity", data)
-    before_path = Path(__file__).parent / "results" / "reference_parity_before.json"
-    before = json.loads(before_path.read_text()) if before_path.exists() else None
-    if not args.no_report:
-        update_section("reference_parity", section(data, before))
+    record("reference_parity", data, args, section)
     print(json.dumps({m: {k: v for k, v in r.items() if k != "machine"} for m, r in data.items()}, indent=1))
 
 

@@ -1,13 +1,14 @@
 """Shared by the benchmark scripts: machine description and BENCHMARKS.md section updates."""
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -52,3 +53,25 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A benchmark's argument parser with the options of ``record``: ``--out`` and ``--no-report``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=None, help="write the JSON here (default: benchmarks/results)")
+    parser.add_argument("--no-report", action="store_true", help="do not update BENCHMARKS.md")
+    return parser
+
+
+def record(name: str, data: dict[str, Any], args: argparse.Namespace,
+           section: Callable[[dict[str, Any], dict[str, Any] | None], str]) -> None:
+    """Write ``data`` (to ``--out`` or results/<name>.json) and, unless ``--no-report``, its BENCHMARKS.md section,
+    with results/<name>_before.json (the same measurement at an earlier commit), when present, as "before"."""
+    if args.out is not None:
+        args.out.write_text(json.dumps(data, indent=2) + "\n")
+    else:
+        write_json(name, data)
+    before_path = RESULTS / f"{name}_before.json"
+    before = json.loads(before_path.read_text()) if before_path.exists() else None
+    if not args.no_report:
+        update_section(name, section(data, before))
