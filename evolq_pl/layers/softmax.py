@@ -23,7 +23,8 @@ class QSoftmax(QuantSwitch, nn.Module):
         super().__init__()
         self.lis = cfg.lis
         self.lis_bits = 4
-        self.quantizer = UniformQuantizer(BitType(cfg.softmax_bits), cfg.a_observer)
+        # with log-int softmax the uniform output quantizer is never used (nor calibrated, as published)
+        self.quantizer = nn.Identity() if cfg.lis else UniformQuantizer(BitType(cfg.softmax_bits), cfg.a_observer)
 
     def forward(self, logits: torch.Tensor, in_quant: UniformQuantizer | None = None) -> torch.Tensor:
         if self.lis and in_quant is not None and self._lis_active(in_quant):

@@ -139,6 +139,9 @@ def _swin(mod: SwinTransformer, cfg: QuantConfig) -> QSwinTransformer:
         "absolute position embedding": getattr(mod, "absolute_pos_embed", None) is not None,
         "patch embedding without a LayerNorm": isinstance(mod.patch_embed.norm, nn.Identity),
     })
+    if any(type(layer.downsample) is PatchMerging for layer in mod.layers):
+        raise NotImplementedError("excluding a Swin patch merging is not supported: the next stage's integer "
+                                  "LayerNorm reads the grid of its output")
     mod = swap_class(mod, QSwinTransformer)
     mod.qact_input = act(cfg) if cfg.input_quant else nn.Identity()
     mod.qact2, mod.qact3, mod.act_out = act(cfg), act(cfg), act(cfg)

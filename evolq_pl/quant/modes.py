@@ -24,8 +24,15 @@ class QuantSwitch:
     enabled: bool = True
     last_batch: bool = False
 
-    def finalize(self) -> None:
-        """Called once when calibration ends."""
+    def begin_calibration(self) -> None:
+        """Called when calibration starts."""
+
+    def abort_calibration(self) -> None:
+        """Called instead of ``finalize`` when calibration fails: put back the state from before it."""
+
+    def finalize(self) -> str | None:
+        """Called once when calibration ends; returns what went wrong, if anything."""
+        return None
 
 
 def switches(model: nn.Module) -> list[QuantSwitch]:
@@ -39,14 +46,23 @@ def calibration_mode(model: nn.Module) -> Iterator[nn.Module]:
     mods = switches(model)
     saved = [(m.calibrating, m.enabled) for m in mods]
     for m in mods:
+        m.begin_calibration()
         m.calibrating, m.enabled = True, False
     try:
         yield model
+    except BaseException:
+        for m in mods:  # no half-calibrated model: the parameters from before stay
+            m.abort_calibration()
+        raise
     finally:
         for m, (cal, en) in zip(mods, saved):
             m.calibrating, m.enabled, m.last_batch = cal, en, False
-    for m in mods:  # only reached without an exception
-        m.finalize()
+    names = {id(m): n for n, m in model.named_modules()}
+    problems = [(names.get(id(m), "?"), p) for m in mods if (p := m.finalize()) is not None]  # without an exception
+    if problems:
+        name, problem = problems[0]
+        raise RuntimeError(f"{len(problems)} quantizers not calibrated, e.g. {name}: {problem} (calibrate with "
+                           "evolq_pl.calibrate(model, batches), which marks the last batch; not calibration_mode alone)")
 
 
 @contextmanager
@@ -81,7 +97,8 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     x, n = next(batches, None), 0
     if x is None:
         raise ValueError("calibrate() got an empty iterable of batches; give at least one input tensor")
-    with calibration_mode(model):
+    # normal tensors even when called under inference mode (Lightning's validation): scales must keep versions
+    with torch.inference_mode(False), calibration_mode(model):
         while x is not None:
             following = next(batches, None)
             if following is None:  # parameters are computed during this batch's forward (nothing is kept)

@@ -51,6 +51,7 @@ class UniformQuantizer(QuantSwitch, nn.Module):
         self.calibrating = False
         self.enabled = True
         self._computed = False  # parameters computed in the current calibration
+        self._before = (self.scale, self.zero_point)  # put back if a calibration fails
 
     @property
     def calibrated(self) -> bool:
@@ -72,13 +73,29 @@ class UniformQuantizer(QuantSwitch, nn.Module):
         self.scale, self.zero_point = scale.detach().clone(), zero_point.detach().clone()
         self._computed = True
 
-    def finalize(self) -> None:
-        """End of calibration. A quantizer that the last batch did not reach gets its parameters from its
-        statistics when its observer needs no data (min/max, ema, percentile); else it stays uncalibrated."""
-        if not self._computed and self.observer.min_val is not None and not self.observer.needs_data:
-            self._set(*self.observer.compute(None))
+    def begin_calibration(self) -> None:
+        self.observer.reset()
+        self._computed, self._before = False, (self.scale, self.zero_point)
+
+    def abort_calibration(self) -> None:
+        self.scale, self.zero_point = self._before
         self._computed = False
         self.observer.reset()
+
+    def finalize(self) -> str | None:
+        """End of calibration. A quantizer that the last batch did not reach gets its parameters from its
+        statistics when its observer needs no data (min/max, ema, percentile); one whose observer searches on
+        the last batch (OMSE, PTF) cannot: it stays as it was and the problem is returned."""
+        computed, self._computed = self._computed, False
+        problem = None
+        if self.observer.min_val is not None and not computed:
+            if self.observer.needs_data:
+                problem = f"its {self.observer_name} observer saw calibration data but no last batch"
+            else:
+                self._set(*self.observer.compute(None))
+                self._computed = False
+        self.observer.reset()
+        return problem
 
     def broadcast(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Flat (C,) parameters → shape broadcastable against x along its channel dim."""

@@ -9,7 +9,7 @@ from evolq_pl.models import SUPPORTED_MODELS, UnknownModelError, format_report, 
 from evolq_pl.models.factory import create_float_model
 from evolq_pl.models.units import quantizer_groups
 from evolq_pl.models.vit import QAttention
-from evolq_pl.quant import NotCalibratedError
+from evolq_pl.quant import NotCalibratedError, is_calibrated
 from evolq_pl.quant.modes import switches
 from tests.helpers import randomize_
 
@@ -99,6 +99,7 @@ def test_exclusion_and_lis_options():
     q.blocks[0].attn.softmax.register_forward_hook(lambda mod, args, out: seen.append(out))
     assert torch.isfinite(q(x)).all()
     assert any(r.kind == "log-int-softmax" for r in quant_report(q))
+    assert is_calibrated(q)  # the unused uniform softmax quantizer is not built, so nothing is left uncalibrated
     probs = seen[0][seen[0] > 0]  # log-int softmax: powers of two 2^0 … 2^−15 (a float softmax is not)
     assert torch.equal(torch.log2(probs), torch.log2(probs).round()) and probs.min() >= 2**-15
 

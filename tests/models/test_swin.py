@@ -71,3 +71,9 @@ def test_patch_merging_norm_reads_the_stream_scales_tiled_four_times():
     assert x.shape[-1] == 4 * scales.numel()
     expected = int_layernorm(x, scales.repeat(4), merge.qact1.scale, merge.norm.weight, merge.norm.bias)
     assert torch.equal(out, expected)
+
+
+def test_excluding_a_patch_merging_is_refused():
+    import pytest
+    with pytest.raises(NotImplementedError, match="excluding a Swin patch merging"):
+        create_quant_model(NAME, QuantConfig(exclude=["layers.1.downsample"]), **KW)

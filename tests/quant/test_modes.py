@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from evolq_pl.layers import QLinear
+from evolq_pl.layers.act import QAct
 from evolq_pl.quant import QuantConfig, calibrate, calibration_mode, quant_disabled
 
 
@@ -63,3 +64,43 @@ def test_calibrate_bad_inputs():
         calibrate(m, [torch.randn(2, 4), torch.tensor([[float("nan")] * 4])])
     with pytest.raises(ValueError, match="no quantizers"):
         calibrate(nn.Linear(2, 2), [torch.randn(1, 2)])
+
+
+def _omse_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(QLinear.from_float(nn.Linear(4, 3), QuantConfig(w_bits=4)), QAct(QuantConfig()))
+
+
+def test_failed_calibration_keeps_the_parameters_from_before():
+    m = _omse_model()
+    batches = [torch.randn(8, 4) for _ in range(2)]
+    calibrate(m, batches)
+    before = [(q.scale.clone(), q.zero_point.clone()) for q in (m[0].weight_quantizer, m[1])]
+    handle = m[1].register_forward_pre_hook(lambda mod, args: (_ for _ in ()).throw(MemoryError("out of memory")))
+    with pytest.raises(MemoryError):
+        calibrate(m, [torch.randn(8, 4) * 5 for _ in range(2)])  # the weight quantizer finishes, the act does not
+    handle.remove()
+    after = [(q.scale, q.zero_point) for q in (m[0].weight_quantizer, m[1])]
+    assert all(torch.equal(a, b) and torch.equal(c, d) for (a, c), (b, d) in zip(before, after))
+    fresh = _omse_model()
+    calibrate(fresh, batches)
+    calibrate(m, batches)  # a retry equals a fresh calibration: no statistics left over from the failed one
+    assert torch.equal(m[1].scale, fresh[1].scale)
+
+
+def test_calibration_mode_alone_cannot_run_the_last_batch_search():
+    m = _omse_model()
+    with pytest.raises(RuntimeError, match=r"1 quantizers not calibrated, e\.g\. 1: its omse observer .* evolq_pl\.calibrate"):
+        with calibration_mode(m):
+            m(torch.randn(8, 4))
+    assert m[0].weight_quantizer.calibrated and not m[1].calibrated  # minmax needs no last batch
+
+
+def test_calibrate_under_inference_mode():
+    m = _omse_model()
+    x = torch.randn(8, 4)
+    with torch.inference_mode():
+        calibrate(m, [x])
+    assert not m[1].scale.is_inference()
+    with torch.no_grad():
+        m(x)  # the weight cache reads the scale's version counter
