@@ -109,8 +109,12 @@ class EvolQModule(L.LightningModule):
                                 use_cache=use_cache, reduce=reduce)
 
     def ensure_calibrated(self, calib: CalibrationData) -> None:
-        if not is_calibrated(self.model):
-            calibrate(self.model, [b.to(self.device) for b in calib.batches()])
+        if is_calibrated(self.model):
+            return
+        if self.init_scales is not None:  # restored from a checkpoint: calibrating would overwrite searched scales
+            raise RuntimeError("the checkpoint's model is not fully calibrated; refusing to recalibrate over its "
+                               "searched scales (was it written by another version of evolq_pl?)")
+        calibrate(self.model, [b.to(self.device) for b in calib.batches()])
 
     def check_before_work(self) -> None:
         """What can be checked before calibration and search: the holdout split a holdout selection needs,

@@ -157,3 +157,10 @@ def test_results_json_is_strict_and_survives_a_failed_evaluation(tmp_path):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["evaluations"] == 3 * len(m.units) and "top1_evolq" in results
     assert set(results["missing"]) == {"float", "init"} and "disk vanished" in results["missing"]["float"]
+
+
+def test_a_restored_module_is_never_recalibrated():
+    m = make_module(passes=1)
+    m.init_scales = {}  # as after restoring a checkpoint, whose model here lacks its calibration
+    with pytest.raises(RuntimeError, match="refusing to recalibrate over its searched scales"):
+        m.ensure_calibrated(RandomImages().calibration_data())
