@@ -31,7 +31,8 @@ class QLayerNorm(QuantSwitch, nn.LayerNorm):
         (Swin's patch merging concatenates 2×2 neighbours), so its per-channel scales are tiled that often."""
         use_int = self.int_mode and self.enabled and not self.calibrating and in_quant is not None
         if use_int and in_quant.enabled and out_quant is not None and out_quant.enabled:
-            in_scale = in_quant.scale.repeat(in_repeat) if in_quant.scale.numel() > 1 else in_quant.scale
+            in_scale = in_quant.scale.repeat(in_repeat) if in_repeat > 1 and in_quant.scale.numel() > 1 \
+                else in_quant.scale  # no copy in the usual case
             return int_layernorm(x, in_scale, out_quant.scale, self.weight, self.bias)
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 

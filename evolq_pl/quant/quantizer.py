@@ -68,10 +68,10 @@ class UniformQuantizer(QuantSwitch, nn.Module):
         self.observer.update(view)
         if self.last_batch:
             self._set(*self.observer.compute(view))
+            self._computed = True
 
     def _set(self, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
         self.scale, self.zero_point = scale.detach().clone(), zero_point.detach().clone()
-        self._computed = True
 
     def begin_calibration(self) -> None:
         self.observer.reset()
@@ -93,7 +93,6 @@ class UniformQuantizer(QuantSwitch, nn.Module):
                 problem = f"its {self.observer_name} observer saw calibration data but no last batch"
             else:
                 self._set(*self.observer.compute(None))
-                self._computed = False
         self.observer.reset()
         return problem
 

@@ -105,7 +105,7 @@ class FitnessEvaluator:
         self.teacher = list(teacher) if teacher is not None else self.teacher_outputs()
         self.budget = cache_budget_bytes if cache_budget_bytes is not None else default_budget(self.batches[0].device)
         self._inputs: dict[int, tuple[Key, list[torch.Tensor]]] = {}  # stage → (key when stored, input per batch)
-        self._owners: list[list[nn.Module]] | None = None
+        self._earlier: list[list[nn.Module]] | None = None  # stage k → the modules of stages 0..k−1
         self._stage_bytes: list[int] = []
         self._compiled: dict[int, Callable] = {}
         self._compile_failed: set[int] = set()
@@ -121,16 +121,17 @@ class FitnessEvaluator:
 
     def _key(self, k: int) -> Key:
         """What the input of stage k depends on: the tensors of the stages before it."""
-        assert self._owners is not None
-        return tensor_key([m for owners in self._owners[:k] for m in owners])
+        assert self._earlier is not None
+        return tensor_key(self._earlier[k])
 
     def stage_input(self, k: int) -> list[torch.Tensor]:
         """The input of stage ``k`` for every batch: cached while the tensors it depends on are unchanged,
         else one prefix forward."""
         if k == 0:
             return self.batches
-        if self._owners is None:
-            self._owners, sizes = first_use(self.model, self.stages(), self.batches[0])
+        if self._earlier is None:
+            owners, sizes = first_use(self.model, self.stages(), self.batches[0])
+            self._earlier = [[m for stage in owners[:i] for m in stage] for i in range(len(owners))]
             self._stage_bytes = [s * sum(len(b) for b in self.batches) // len(self.batches[0]) for s in sizes]
         entry = self._inputs.get(k)
         if entry is None or entry[0] != self._key(k):
