@@ -97,8 +97,9 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     x, n = next(batches, None), 0
     if x is None:
         raise ValueError("calibrate() got an empty iterable of batches; give at least one input tensor")
-    # normal tensors even when called under inference mode (Lightning's validation): scales must keep versions
-    with torch.inference_mode(False), calibration_mode(model):
+    # normal tensors even when called under inference mode (Lightning's validation): scales must keep versions;
+    # inference_mode(False) turns grad mode back on, so no_grad inside it (else autograd keeps every activation)
+    with torch.inference_mode(False), torch.no_grad(), calibration_mode(model):
         while x is not None:
             following = next(batches, None)
             if following is None:  # parameters are computed during this batch's forward (nothing is kept)
