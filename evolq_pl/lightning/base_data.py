@@ -24,7 +24,11 @@ class ScheduleDataset(IterableDataset):
 
 class EvolQDataModule(L.LightningDataModule):
     """Base: calibration tensors, an evaluation loader, and — for a search — the (pass, unit) schedule as
-    the training loader, so progress bar, ``max_steps`` and checkpoints keep their meaning."""
+    the training loader, so progress bar, ``max_steps`` and checkpoints keep their meaning. A search module
+    hands its schedule over in ``setup`` (``search_steps``); without one, training reads images."""
+
+    search_steps: list[tuple[int, int]] | None = None
+    holdout_size: int = 0  # held-out train images (for selection='holdout'), disjoint from calibration
 
     def calibration_data(self) -> CalibrationData:
         raise NotImplementedError
@@ -37,15 +41,12 @@ class EvolQDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def train_dataloader(self) -> DataLoader:
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        steps = module.search_schedule() if hasattr(module, "search_schedule") else None
-        if steps is None:
+        if self.search_steps is None:
             return self.images_dataloader()
-        return DataLoader(ScheduleDataset(steps), batch_size=None, shuffle=False)
+        return DataLoader(ScheduleDataset(self.search_steps), batch_size=None, shuffle=False)
 
     def val_dataloader(self) -> DataLoader | list:
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        if hasattr(module, "search_schedule") and self.trainer.state.fn == "fit":
+        if self.search_steps is not None and self.trainer.state.fn == "fit":
             return []  # a search evaluates once, at the end (never per step: no selection on val)
         return self.eval_dataloader()
 

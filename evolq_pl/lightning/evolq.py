@@ -2,28 +2,26 @@
 
 One ``training_step`` = one step of the search driver (one unit's K cycles); the DataModule's train loader
 yields the (pass, unit) schedule. Selection never looks at the evaluation set (unless ``selection='test_oracle'``,
-a labelled measurement mode).
+a labelled measurement mode). Results and checkpoint state live in ``results.py`` and ``checkpoint.py``.
 """
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from evolq_pl.lightning.base_data import EvolQDataModule
 from evolq_pl.lightning.calibration import CalibrationData
-from evolq_pl.lightning.checkpoint import CheckpointMismatchError, check_same, search_identity
+from evolq_pl.lightning.checkpoint import restore_search_state, search_state
 from evolq_pl.lightning.metrics import evaluate, topk_metrics
-from evolq_pl.lightning.results import (CandidateRecorder, ensure_writable_dir, measure_into, peak_memory,
-                                        search_results, write_results)
+from evolq_pl.lightning.results import CandidateRecorder, ensure_writable_dir, final_results, write_results
 from evolq_pl.lightning.selection import build_selector
 from evolq_pl.models import create_quant_model, search_units
-from evolq_pl.quant import QuantConfig, calibrate, is_calibrated, load_scales, quant_disabled, snapshot_scales
+from evolq_pl.quant import QuantConfig, calibrate, is_calibrated, snapshot_scales
 from evolq_pl.quant.modes import first_nonfinite
 from evolq_pl.search import FitnessEvaluator, SearchConfig, SearchDriver
 
@@ -32,7 +30,7 @@ class EvolQModule(L.LightningModule):
     """Evol-Q on a timm model.
 
     Args:
-        model_name: a supported model (``vit_base_patch16_224``, ``deit_*``, ``levit_*``).
+        model_name: a supported model (``vit_base_patch16_224``, ``deit_*``, ``levit_*``, ``swin_*``).
         model_kwargs: timm size overrides (``img_size``, ``in_chans``, ``num_classes``, ``depth`` …).
         pretrained: hub weights through timm (the paper's tags).
         checkpoint_path / checkpoint_sha256: a local float checkpoint (and its expected sha256).
@@ -69,12 +67,12 @@ class EvolQModule(L.LightningModule):
         cfg = self.search_cfg
         self.units = search_units(self.model, cfg.include_mlp, cfg.include_acts, cfg.include_embed)
         self.num_classes = getattr(self.model, "num_classes", 1000)
-        self.recorder = CandidateRecorder(self.model, self._eval_loader, candidate_eval_size, self.num_classes) \
+        self.recorder = CandidateRecorder(self.model, self.eval_loader, candidate_eval_size, self.num_classes) \
             if candidate_eval_size > 0 else None
         self.driver = SearchDriver(self.units, cfg, on_candidate=self.recorder)
         self.selector = build_selector(selection)
-        self.init_scales: dict[str, torch.Tensor] | None = None
-        self.scores: dict[str | None, Callable[[], float] | None] = {None: None}  # the selector's, set at fit start
+        self.init_scales: dict[str, torch.Tensor] | None = None  # the calibrated initialisation's
+        self.score: Callable[[], float] | None = None  # what the selector ranks states by, set at fit start
         self._finished = False
         self.val_metrics = torch.nn.ModuleDict(topk_metrics(self.num_classes))
 
@@ -83,21 +81,29 @@ class EvolQModule(L.LightningModule):
         (``global_step``, ``max_steps``, ``every_n_train_steps`` checkpoints). It owns no model parameter."""
         return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.0)
 
-    def search_schedule(self) -> list[tuple[int, int]]:
-        return self.driver.steps
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    # ----------------------------------------------------------------------------------------- setup
-    def _calibration(self) -> CalibrationData:
+    def datamodule(self) -> EvolQDataModule:
         dm = self.trainer.datamodule
-        if not hasattr(dm, "calibration_data"):
-            raise TypeError(f"{type(dm).__name__} has no calibration_data(); use an EvolQDataModule")
-        return dm.calibration_data()
+        if not isinstance(dm, EvolQDataModule):
+            raise TypeError(f"data: {type(dm).__name__} is not an EvolQDataModule (calibration images, "
+                            "evaluation loader); accepted: FashionMNISTDataModule, ImageNetDataModule")
+        return dm
 
-    def _eval_loader(self) -> Any:
-        return self.trainer.datamodule.eval_dataloader()
+    def calibration(self) -> CalibrationData:
+        return self.datamodule().calibration_data()
+
+    def eval_loader(self) -> Any:
+        return self.datamodule().eval_dataloader()
+
+    def results_dir(self) -> Path:
+        return Path(self.output_dir or self.trainer.log_dir or self.trainer.default_root_dir)
+
+    # ----------------------------------------------------------------------------------------- search
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # before the loaders: the train loader yields the search schedule
+            self.datamodule().search_steps = self.driver.steps
 
     def _evaluator(self, batches: list[torch.Tensor], use_cache: bool = True) -> FitnessEvaluator:
         """Fitness on this rank's share of ``batches`` (every rank evaluates the same candidate), summed over ranks."""
@@ -116,26 +122,28 @@ class EvolQModule(L.LightningModule):
                                "searched scales (was it written by another version of evolq_pl?)")
         calibrate(self.model, [b.to(self.device) for b in calib.batches()])
 
-    def check_before_work(self) -> None:
-        """What can be checked before calibration and search: the holdout split a holdout selection needs,
-        and a writable results folder (on every rank, so that all of them stop together)."""
-        dm = self.trainer.datamodule
-        if self.selection == "holdout" and getattr(dm, "holdout_size", 1) <= 0:  # a DataModule that declares it
+    def _score(self, calib: CalibrationData) -> Callable[[], float] | None:
+        """The selector's score: held-out fitness, test top-1 (measurement only) or none."""
+        if self.selector.score == "holdout":
+            if calib.holdout_images is None:
+                raise ValueError(f"data: {type(self.datamodule()).__name__} declares holdout_size > 0 but its "
+                                 "calibration_data() has no held-out images")
+            return self._evaluator(calib.holdout_batches(), use_cache=False)
+        if self.selector.score == "test":
+            return lambda: evaluate(self.model, self.eval_loader(), self.num_classes, self.device)["top1"]
+        return None
+
+    def on_fit_start(self) -> None:
+        # checked before any data is read, on every rank (so that all of them stop together)
+        if self.selector.score == "holdout" and self.datamodule().holdout_size <= 0:
             raise ValueError("selection='holdout' needs a held-out split: set data.init_args.holdout_size > 0")
         if self.evaluate_at_end:
             ensure_writable_dir(self.results_dir(), "model.init_args.output_dir")
-
-    def on_fit_start(self) -> None:
-        self.check_before_work()
         torch.set_float32_matmul_precision(self.matmul_precision)
-        calib = self._calibration()
+        calib = self.calibration()
         self.ensure_calibrated(calib)
+        self.score = self._score(calib)
         self.driver.evaluator = self._evaluator(calib.batches())
-        holdout = self._evaluator(calib.holdout_batches(), use_cache=False) if calib.holdout_images is not None else None
-        test_top1 = lambda: evaluate(self.model, self._eval_loader(), self.num_classes, self.device)["top1"]  # noqa: E731
-        self.scores = {"holdout": holdout, "test": test_top1, None: None}
-        if self.selector.score == "holdout" and holdout is None:
-            raise ValueError("selection='holdout' needs a held-out split: set data.holdout_size > 0")
         if self.init_scales is None:  # a fresh run (a resumed one restores these)
             self.init_scales = snapshot_scales(self.model)
         fitness = self.driver.start()
@@ -146,7 +154,6 @@ class EvolQModule(L.LightningModule):
         rank_zero_info(f"calibrated init: fitness {fitness:.6f} ({self.search_cfg.loss}), {len(self.units)} units "
                        f"× {self.search_cfg.passes} passes × {self.search_cfg.cycles} cycles")
 
-    # ----------------------------------------------------------------------------------------- search
     def training_step(self, batch: Any, batch_idx: int) -> None:
         # ``batch`` = (step, pass, unit) from the schedule loader; the driver's position (restored from the
         # checkpoint) is the source of truth, since a resumed run restarts the loader's iteration
@@ -154,7 +161,7 @@ class EvolQModule(L.LightningModule):
             self.trainer.should_stop = True
             return None
         record = self.driver.step()
-        self.selector.after_step(self.model, record["pass"], self.scores[self.selector.score])
+        self.selector.after_step(self.model, record["pass"], self.score)
         self.log_dict({"search/fitness": record["fitness"], "search/pass": float(record["pass"]),
                        "search/unit": float(record["unit"]), "search/evaluations": float(record["evaluations"])},
                       prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
@@ -174,46 +181,16 @@ class EvolQModule(L.LightningModule):
         self._finished = True
         self.selector.finalize(self.model)
         if self.evaluate_at_end:
-            results = self.final_results()
+            results = final_results(self)
             if self.trainer.is_global_zero:
                 q, s = self.quant_cfg, self.search_cfg
                 write_results(self.results_dir(), results, self.driver.history,
                               f"{self.model_name} W{q.w_bits}A{q.a_bits} seed {s.seed}")
 
-    # ----------------------------------------------------------------------------------------- results
-    @contextmanager
-    def init_state(self) -> Iterator[None]:
-        """Temporarily put back the calibrated initialisation's scales."""
-        current = snapshot_scales(self.model)
-        load_scales(self.model, self.init_scales or current)
-        try:
-            yield
-        finally:
-            load_scales(self.model, current)
-
-    def settings(self) -> dict[str, Any]:
-        """What makes two runs comparable (``seeds`` refuses to average runs whose settings differ)."""
-        return {"model": self.model_name, "model_kwargs": self.model_kwargs, "quant": asdict(self.quant_cfg),
-                "search": search_identity(self.search_cfg.to_dict()), "selection": self.selection,
-                "calib_size": sum(len(b) for b in self._calibration().batches())}
-
-    def final_results(self) -> dict[str, Any]:
-        """The search's numbers, then the evaluations of Evol-Q, float and init (a failed one is named under
-        ``missing``)."""
-        run = lambda: evaluate(self.model, self._eval_loader(), self.num_classes, self.device)  # noqa: E731
-        results = search_results(self.settings(), self.driver, self.recorder, self.matmul_precision,
-                                 peak_memory(self.device))
-        return measure_into(results, [("fitness_final", lambda: {"": self.driver.evaluator()}), ("evolq", run),
-                                      ("float", lambda: _within(quant_disabled(self.model), run)),
-                                      ("init", lambda: _within(self.init_state(), run))])
-
-    def results_dir(self) -> Path:
-        return Path(self.output_dir or self.trainer.log_dir or self.trainer.default_root_dir)
-
     # ----------------------------------------------------------------------------------------- validate
     def on_validation_start(self) -> None:
         if not is_calibrated(self.model):
-            self.ensure_calibrated(self._calibration())
+            self.ensure_calibrated(self.calibration())
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -225,35 +202,14 @@ class EvolQModule(L.LightningModule):
     test_step = validation_step
 
     # ----------------------------------------------------------------------------------------- checkpoints
-    def _meta(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "model_kwargs": self.model_kwargs, "quant": asdict(self.quant_cfg)}
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["evolq"] = {"meta": self._meta(), "search_config": self.search_cfg.to_dict(),
-                               "selection": self.selection, "driver": self.driver.state_dict(),
-                               "selector": self.selector.state_dict(), "init_scales": self.init_scales}
+        checkpoint["evolq"] = search_state(self)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.get("evolq")
-        if state is None or "driver" not in state:
-            raise CheckpointMismatchError("ckpt_path: not an evolq_pl search checkpoint of this version "
-                                          "(no 'evolq' driver state)")
-        check_same("checkpoint", state["meta"], self._meta())  # what the weights and scales mean
-        if self._trainer is not None and self._trainer.state.fn == "fit":  # a resumed search: the same search
-            check_same("checkpoint search config",
-                       {**search_identity(state["search_config"]), "selection": state["selection"]},
-                       {**search_identity(self.search_cfg.to_dict()), "selection": self.selection})
-            self.driver.load_state_dict(state["driver"])
-            self.selector.load_state_dict(state["selector"])
-        self.init_scales = state["init_scales"]
+        restore_search_state(self, checkpoint, resuming=self._trainer is not None and self._trainer.state.fn == "fit")
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Put a searched checkpoint (a weights-only loaded dict) into this module outside a Trainer, as
         Lightning's restore does: checked against the config first, then the state dict, strictly."""
         self.on_load_checkpoint(checkpoint)
         self.load_state_dict(checkpoint["state_dict"])
-
-
-def _within(context: Any, fn: Callable[[], Any]) -> Any:
-    with context:
-        return fn()

@@ -6,14 +6,21 @@ import json
 import math
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
+from evolq_pl.lightning.checkpoint import search_identity
 from evolq_pl.lightning.metrics import evaluate, first_images, spearman
 from evolq_pl.lightning.plots import plot_progress
+from evolq_pl.quant import quant_disabled, scales_loaded
 from evolq_pl.search import SearchDriver
+
+if TYPE_CHECKING:
+    from evolq_pl.lightning.evolq import EvolQModule
 
 Measure = Callable[[], dict[str, float]]
 
@@ -66,6 +73,31 @@ def search_results(settings: dict[str, Any], driver: SearchDriver, recorder: "Ca
         # fitness is minimised, accuracy maximised: a useful fitness gives a negative correlation
         results["spearman_fitness_top1"] = spearman(list(fit), list(acc))
     return results
+
+
+def run_settings(module: "EvolQModule") -> dict[str, Any]:
+    """What makes two runs comparable (``seeds`` refuses to average runs whose settings differ)."""
+    return {"model": module.model_name, "model_kwargs": module.model_kwargs, "quant": asdict(module.quant_cfg),
+            "search": search_identity(module.search_cfg.to_dict()), "selection": module.selection,
+            "calib_size": sum(len(b) for b in module.calibration().batches())}
+
+
+def final_results(module: "EvolQModule") -> dict[str, Any]:
+    """The search's numbers, then the evaluations of Evol-Q, float and init (a failed one is named under
+    ``missing``)."""
+    model = module.model
+    run = lambda: evaluate(model, module.eval_loader(), module.num_classes, module.device)  # noqa: E731
+    within = lambda context: lambda: _within(context, run)  # noqa: E731
+    results = search_results(run_settings(module), module.driver, module.recorder, module.matmul_precision,
+                             peak_memory(module.device))
+    return measure_into(results, [("fitness_final", lambda: {"": module.driver.evaluator()}), ("evolq", run),
+                                  ("float", within(quant_disabled(model))),
+                                  ("init", within(scales_loaded(model, module.init_scales)))])
+
+
+def _within(context: AbstractContextManager, fn: Callable[[], Any]) -> Any:
+    with context:
+        return fn()
 
 
 def measure_into(results: dict[str, Any], measures: Iterable[tuple[str, Measure]]) -> dict[str, Any]:

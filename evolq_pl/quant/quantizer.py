@@ -1,7 +1,8 @@
 """Quantizer modules: an observer plus a fake-quant grid, with explicit calibrate / quantize modes."""
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -166,3 +167,14 @@ def load_scales(model: nn.Module, scales: dict[str, torch.Tensor]) -> None:
     found = quantizers(model)
     for name, scale in scales.items():
         found[name].set_scale(scale)
+
+
+@contextmanager
+def scales_loaded(model: nn.Module, scales: dict[str, torch.Tensor] | None) -> Iterator[None]:
+    """Temporarily put ``scales`` (from ``snapshot_scales``; None: the current ones) into ``model``."""
+    current = snapshot_scales(model)
+    load_scales(model, scales or current)
+    try:
+        yield
+    finally:
+        load_scales(model, current)

@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from evolq_pl.lightning import EvolQModule
 from evolq_pl.lightning.base_data import EvolQDataModule
 from evolq_pl.lightning.calibration import CalibrationData
-from evolq_pl.lightning.evolq import CheckpointMismatchError
+from evolq_pl.lightning.checkpoint import CheckpointMismatchError
 from tests.helpers import randomize_
 from evolq_pl.quant import QuantConfig, calibrate
 from evolq_pl.search import FitnessEvaluator, SearchConfig
@@ -25,10 +25,10 @@ class RandomImages(EvolQDataModule):
         super().__init__()
         g = torch.Generator().manual_seed(0)
         self.x, self.y = torch.randn(144, 1, 28, 28, generator=g), torch.randint(0, 10, (144,), generator=g)
-        self.holdout = holdout
+        self.holdout_size = holdout
 
     def calibration_data(self) -> CalibrationData:
-        h = self.holdout
+        h = self.holdout_size
         return CalibrationData(self.x[:64], self.y[:64], 32, self.x[64:64 + h] if h else None,
                                self.y[64:64 + h] if h else None)
 
