@@ -3,7 +3,9 @@
 ViT-B/16 at 224 with realistic random weights, 2 batches of 100 seeded random images (batch and count are
 options). On CPU the peak resident set (VmHWM, reset through /proc/self/clear_refs before each call) above the
 level just before the call; on CUDA the maximum allocated above the allocation before the call. Target:
-``calib_over_forward`` ≤ 2.0.
+``calib_over_forward`` ≤ 2.0. On CPU the run also measures the peak of live tensor bytes (every allocation and
+free PyTorch's CPU allocator reports to the profiler, summed in order): the CPU analogue of CUDA's max allocated,
+free of what the C allocator keeps after a free (``live_calib_over_forward``; a second forward and calibration).
 
     python -m benchmarks.calibration_memory [--batch 100] [--batches 2] [--out PATH] [--no-report]
     python -m benchmarks.calibration_memory --report-only   # BENCHMARKS.md from results/calibration_memory*.json
@@ -49,6 +51,21 @@ def peak_above(fn: Callable[[], Any], device: torch.device) -> tuple[int, float]
     return peak - before, time.perf_counter() - start
 
 
+def live_peak_above(fn: Callable[[], Any]) -> int:
+    """Peak of live CPU tensor bytes during ``fn()`` above the level before it (profiler memory events)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:  # + bytes at an allocation, − at a free
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
 @torch.no_grad()
 def measure(name: str, batch: int, n: int, device: torch.device) -> dict[str, Any]:
     m = machine()  # at the start: the commit whose code this process imports
@@ -58,10 +75,17 @@ def measure(name: str, batch: int, n: int, device: torch.device) -> dict[str, An
     with quant_disabled(model):
         forward, forward_s = peak_above(lambda: model(batches[-1]), device)
     calib, calib_s = peak_above(lambda: calibrate(model, batches), device)
-    return {"model": name, "batch": batch, "batches": n, "measure": "cuda_max_allocated" if device.type == "cuda"
+    data = {"model": name, "batch": batch, "batches": n, "measure": "cuda_max_allocated" if device.type == "cuda"
             else "rss_high_water", "forward_peak_bytes": forward, "calibration_peak_bytes": calib,
             "calib_over_forward": calib / forward, "forward_seconds": forward_s, "calibration_seconds": calib_s,
             "machine": m}
+    if device.type == "cpu":
+        with quant_disabled(model):
+            forward_live = live_peak_above(lambda: model(batches[-1]))
+        calib_live = live_peak_above(lambda: calibrate(model, batches))  # a recalibration: the same work
+        data.update(forward_live_bytes=forward_live, calibration_live_bytes=calib_live,
+                    live_calib_over_forward=calib_live / forward_live)
+    return data
 
 
 def section(data: dict[str, Any], before: dict[str, Any] | None) -> str:

@@ -1,7 +1,10 @@
 """Quantizer math against values computed by hand."""
+import math
+
 import pytest
 import torch
 
+from evolq_pl.quant import functional as F
 from evolq_pl.quant.functional import (affine_params, bias_correct, fake_quant, int_layernorm, log_int_softmax,
                                        quant_codes)
 
@@ -106,3 +109,11 @@ def test_int_layernorm_close_to_float_at_8_bits():
     # error: half an output step from rounding + 8-bit multiplier error (≤ 2^-7 relative)
     assert (y - ref).abs().max() <= out_scale * 0.5 + ref.abs().max() * 2**-6
     assert torch.allclose(torch.round(y / out_scale) * out_scale, y)  # on the output grid
+
+
+def test_pow2_is_exact_for_integer_exponents():
+    n = torch.cat([torch.arange(-200.0, 201.0), torch.tensor([float("inf"), -float("inf")])])
+    expected = torch.tensor([math.ldexp(1.0, int(k)) if abs(k) < 1000 else (math.inf if k > 0 else 0.0)
+                             for k in n.tolist()]).float()  # 2^k by hand (float32: 0 below 2^-149, inf above 2^127)
+    assert torch.equal(F._pow2(n), expected)
+    assert torch.equal(F._pow2(n), torch.pow(2.0, n))
