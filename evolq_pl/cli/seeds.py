@@ -5,7 +5,9 @@
 
 Each seed runs ``evolq-pl fit`` with the search seed and the calibration-subset seed set to it, and keeps
 everything (logs, checkpoints, results.json) in ``<out>/seed<k>/``; then ``summary.md`` and ``summary.csv``
-hold mean ± std (sample std, ddof = 1) per metric.
+hold mean ± std (sample std, ddof = 1) per metric, and ``summary.md`` the paired comparison of Evol-Q with the
+calibrated init: the mean top-1 difference over seeds with its 95 % t interval, and the exact McNemar test on
+per-image correctness pooled over seeds (a gain is claimed only where the interval lies above zero).
 
 Rerunning into the same ``--out`` skips finished seeds of the same settings, resumes an interrupted seed from
 its last.ckpt, and refuses a folder that holds a run with other settings. ``--print-commands`` prints one
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from evolq_pl.cli.argv import command_parser
+from evolq_pl.stats import paired_comparison, unpack_bits
 
 # arguments the seeds command sets for every seed itself
 SEED_OWNED = ("--run_dir", "--ckpt_path", "--model.init_args.search.seed", "--data.init_args.seed", "--seed_everything")
@@ -177,10 +180,34 @@ def summarise(out: Path, seeds: list[int]) -> dict[str, Any]:
     for r in rows:
         lines.append(f"| {r['metric']} | {r['mean']:.4g} ± {r['std']:.2g} | "
                      + " | ".join(f"{r[f'seed{s}']:.4g}" for s in seeds) + " |")
-    lines += ["", "std: sample standard deviation over seeds (ddof = 1).",
+    lines += ["", "std: sample standard deviation over seeds (ddof = 1).", "", paired_line(paired(runs, seeds)),
               "Per-seed files: " + ", ".join(str(seed_dir(out, s) / "results.json") for s in seeds)]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
-    return {"rows": rows, "runs": runs}
+    return {"rows": rows, "runs": runs, "paired": paired(runs, seeds)}
+
+
+def paired(runs: dict[int, dict[str, Any]], seeds: list[int]) -> dict[str, Any] | None:
+    """Evol-Q against the calibrated init, paired by seed (McNemar where every run stored per-image correctness);
+    None when a run lacks either top-1."""
+    rs = [runs[s] for s in seeds]
+    if any(r.get("top1_init") is None or r.get("top1_evolq") is None for r in rs):
+        return None
+    correct = all("correct_init" in r and "correct_evolq" in r for r in rs)
+    n = [r.get("images_init", 0) for r in rs]
+    return paired_comparison([r["top1_init"] for r in rs], [r["top1_evolq"] for r in rs],
+                             [unpack_bits(r["correct_init"], k) for r, k in zip(rs, n)] if correct else (),
+                             [unpack_bits(r["correct_evolq"], k) for r, k in zip(rs, n)] if correct else ())
+
+
+def paired_line(p: dict[str, Any] | None) -> str:
+    if p is None:
+        return "No paired comparison: a run lacks the init or the Evol-Q top-1."
+    low, high = p["delta_ci95"]
+    verdict = "a gain" if p["gain"] else "a loss" if p["loss"] else "no claim either way (the interval holds 0)"
+    mcnemar = f"; exact McNemar p = {p['mcnemar_p']:.3g} ({p['only_new']} images only Evol-Q gets right, " \
+              f"{p['only_base']} only init)" if "mcnemar_p" in p else ""
+    return (f"Evol-Q − init, top-1, paired over {p['n_seeds']} seeds: {p['delta_mean']:+.2f} points, 95 % CI "
+            f"[{low:+.2f}, {high:+.2f}] (t, ddof = 1){mcnemar}: {verdict}.")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from evolq_pl.stats import pack_bits
+
 
 def topk_metrics(num_classes: int, device: torch.device | str = "cpu") -> dict[str, MulticlassAccuracy]:
     ks = (1, 5) if num_classes > 5 else (1,)
@@ -15,14 +17,19 @@ def topk_metrics(num_classes: int, device: torch.device | str = "cpu") -> dict[s
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int,
-             device: torch.device | str = "cpu") -> dict[str, float]:
-    """Accuracy in percent: {"top1": …, "top5": …}."""
+             device: torch.device | str = "cpu") -> dict[str, float | str]:
+    """Accuracy in percent, {"top1": …, "top5": …}; "correct": which images top-1 gets right, in loader order
+    (``evolq_pl.stats.pack_bits``; for paired tests between two models on the same images), of "images"."""
     metrics = topk_metrics(num_classes, device)
+    correct = []
     for x, y in batches:
-        logits = model(x.to(device))
+        logits, y = model(x.to(device)), y.to(device)
         for m in metrics.values():
-            m.update(logits, y.to(device))
-    return {k: 100.0 * m.compute().item() for k, m in metrics.items()}
+            m.update(logits, y)
+        correct.append(logits.argmax(dim=1) == y)
+    hits = torch.cat(correct).tolist() if correct else []
+    return {**{k: 100.0 * m.compute().item() for k, m in metrics.items()}, "correct": pack_bits(hits),
+            "images": len(hits)}
 
 
 def first_images(loader: Iterable[tuple[torch.Tensor, torch.Tensor]], n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

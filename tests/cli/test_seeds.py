@@ -10,13 +10,21 @@ from tests.cli.test_trainer_cli import ROOT, tiny_config
 
 
 def test_summarise_by_hand(tmp_path):
-    for seed, top1 in ((0, 80.0), (1, 82.0)):
+    # 4 test images; per seed (init, Evol-Q) top-1 and correctness: seed 0 75 → 100 (image 3 only Evol-Q),
+    # seed 1 50 → 75 (image 2 only Evol-Q): deltas +25, +25, so sd 0 and the interval is [25, 25]
+    for seed, init, top1, ci, ce in ((0, 75.0, 100.0, "e", "f"), (1, 50.0, 75.0, "c", "e")):
         (tmp_path / f"seed{seed}").mkdir()
         (tmp_path / f"seed{seed}" / "results.json").write_text(json.dumps(
-            {"model": "m", "w_bits": 4, "a_bits": 8, "top1_evolq": top1, "fitness_init": 2.0}))
-    rows = {r["metric"]: r for r in summarise(tmp_path, [0, 1])["rows"]}
-    assert rows["top1_evolq"]["mean"] == 81.0 and rows["top1_evolq"]["std"] == pytest.approx(2**0.5)
-    assert "| top1_evolq | 81 ± 1.4 | 80 | 82 |" in (tmp_path / "summary.md").read_text()
+            {"model": "m", "w_bits": 4, "a_bits": 8, "top1_init": init, "top1_evolq": top1, "fitness_init": 2.0,
+             "correct_init": ci, "correct_evolq": ce, "images_init": 4}))
+    summary = summarise(tmp_path, [0, 1])
+    rows = {r["metric"]: r for r in summary["rows"]}
+    assert rows["top1_evolq"]["mean"] == 87.5 and rows["top1_evolq"]["std"] == pytest.approx(12.5 * 2**0.5)
+    text = (tmp_path / "summary.md").read_text()
+    assert "| top1_evolq | 87.5 ± 18 | 100 | 75 |" in text
+    # 2 discordant images, both for Evol-Q: exact McNemar p = 2·(1/2)² = 0.5
+    assert summary["paired"]["mcnemar_p"] == pytest.approx(0.5) and summary["paired"]["delta_ci95"] == [25.0, 25.0]
+    assert "+25.00 points, 95 % CI [+25.00, +25.00]" in text and "p = 0.5 (2 images only Evol-Q" in text
     assert (tmp_path / "summary.csv").read_text().startswith("metric,mean,std,seed0,seed1")
 
 
@@ -32,6 +40,8 @@ def test_seeds_command_two_seeds_cpu(tmp_path, fashion_mnist_available):
     runs = [json.loads((tmp_path / "seeds" / f"seed{s}" / "results.json").read_text()) for s in (0, 1)]
     assert [r["seed"] for r in runs] == [0, 1]
     assert "top1_evolq" in (tmp_path / "seeds" / "summary.md").read_text()
+    assert "paired over 2 seeds" in (tmp_path / "seeds" / "summary.md").read_text()
+    assert all(len(r["correct_evolq"]) * 4 >= r["images_evolq"] > 0 for r in runs)
     assert list((tmp_path / "seeds" / "seed0" / "lightning_logs").iterdir())  # logs under --out
     assert not (tmp_path / "out").exists()  # not in the config's own output_dir
 

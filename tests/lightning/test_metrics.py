@@ -21,6 +21,7 @@ def test_evaluate_top1_top5():
     labels = torch.tensor([0, 1, 9, 9])
     out = evaluate(torch.nn.Identity(), [(logits, labels)], num_classes=10)
     assert out["top1"] == pytest.approx(50.0) and out["top5"] == pytest.approx(75.0)
+    assert out["correct"] == "c" and out["images"] == 4  # images 0, 1 right: 1100
 
 
 def test_first_images_stops_after_n():

@@ -1,0 +1,101 @@
+"""Paired statistics for "does the search help": the mean paired difference over seeds with a 95 % t
+interval, and the exact McNemar test on per-image correctness pooled over seeds. Standard library only."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b)."""
+    if x <= 0.0 or x >= 1.0:
+        return 0.0 if x <= 0.0 else 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: int) -> float:
+    """Student's t distribution function."""
+    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Inverse of ``t_cdf`` for 0.5 ≤ p < 1 (bisection to 1e-12)."""
+    lo, hi = 0.0, 1e6
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def paired_ci95(deltas: Sequence[float]) -> tuple[float, float, float]:
+    """Mean of the paired differences and its 95 % t interval (sample std, ddof = 1); one value: no interval."""
+    n = len(deltas)
+    mean = math.fsum(deltas) / n
+    if n < 2:
+        return mean, math.nan, math.nan
+    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in deltas) / (n - 1))
+    half = t_quantile(0.975, n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts (images only A gets right, only B gets right):
+    a binomial(n, ½) test of the smaller count, doubled and capped at 1."""
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    tail = math.fsum(math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2))
+                     for i in range(k + 1))
+    return min(1.0, 2.0 * tail)
+
+
+def pack_bits(correct: Sequence[bool]) -> str:
+    """Per-image correctness as hex (4 images a digit, first image in the highest bit), for results.json."""
+    bits = "".join("1" if c else "0" for c in correct)
+    bits += "0" * (-len(bits) % 4)
+    return "".join(f"{int(bits[i:i + 4], 2):x}" for i in range(0, len(bits), 4))
+
+
+def unpack_bits(text: str, n: int) -> list[bool]:
+    bits = "".join(f"{int(ch, 16):04b}" for ch in text)
+    if len(bits) < n or set(bits[n:]) - {"0"}:
+        raise ValueError(f"{len(text)} hex digits do not hold {n} images")
+    return [b == "1" for b in bits[:n]]
+
+
+def paired_comparison(base: Sequence[float], new: Sequence[float], base_correct: Sequence[Sequence[bool]] = (),
+                      new_correct: Sequence[Sequence[bool]] = ()) -> dict[str, object]:
+    """``new`` against ``base`` (e.g. Evol-Q against the calibrated init), paired by seed: ``n_seeds``,
+    ``delta_mean``, ``delta_ci95`` ([low, high]), ``gain`` (the interval lies above zero), and with per-image
+    correctness for every seed ``mcnemar_p`` and the pooled discordant counts."""
+    deltas = [b - a for a, b in zip(base, new)]
+    mean, low, high = paired_ci95(deltas)
+    out: dict[str, object] = {"n_seeds": len(deltas), "delta_mean": mean, "delta_ci95": [low, high],
+                              "gain": bool(low > 0), "loss": bool(high < 0)}
+    if base_correct and len(base_correct) == len(new_correct) == len(deltas):
+        only_base = sum(a and not b for ca, cb in zip(base_correct, new_correct) for a, b in zip(ca, cb))
+        only_new = sum(b and not a for ca, cb in zip(base_correct, new_correct) for a, b in zip(ca, cb))
+        out.update(mcnemar_p=mcnemar_exact(only_base, only_new), only_base=only_base, only_new=only_new)
+    return out
