@@ -30,6 +30,7 @@ from evolq_pl.lightning import EvolQModule, FashionMNISTDataModule
 from evolq_pl.models.reference import reference_model
 from evolq_pl.quant import QuantConfig
 from evolq_pl.search import SearchConfig
+from evolq_pl.stats import paired_comparison, unpack_bits
 
 MODELS = ("deit_fmnist", "levit_fmnist")
 # options beyond the paper, tried when the paper's search shows no gain (SearchConfig overrides)
@@ -101,6 +102,42 @@ def is_current(record: dict[str, Any]) -> bool:
     return record.get("checkpoint_sha256") == reference_model(record["spec"]["ref"])["sha256"]
 
 
+def paired(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Evol-Q against the calibrated init over a group's seeds (McNemar when every run stored correctness)."""
+    rs = sorted(rs, key=lambda r: r["spec"]["seed"])
+    correct = all("correct_init" in r and "correct_evolq" in r for r in rs)
+    bits = lambda field: [unpack_bits(r[field], r["images_init"]) for r in rs] if correct else ()  # noqa: E731
+    return paired_comparison([r["top1_init"] for r in rs], [r["top1_evolq"] for r in rs], bits("correct_init"),
+                             bits("correct_evolq"))
+
+
+def delta_cell(p: dict[str, Any]) -> str:
+    low, high = p["delta_ci95"]
+    return f"{p['delta_mean']:+.2f}" if p["n_seeds"] < 2 else f"{p['delta_mean']:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def verdict(p: dict[str, Any]) -> str:
+    if p["n_seeds"] < 2:
+        return "one seed: none"
+    return "gain" if p["gain"] else "loss" if p["loss"] else "no claim (CI holds 0)"
+
+
+def group_stats(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per compared group of current records (suite, model, bits, selection, loss, variant): the paired
+    statistics of Evol-Q against init, for accuracy.json."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records.values():
+        if is_current(r):
+            groups.setdefault(key({**r["spec"], "seed": "*"}), []).append(r)
+    out = {}
+    for name, rs in sorted(groups.items()):
+        p = paired(rs)
+        out[name] = {k: p[k] for k in ("n_seeds", "delta_mean", "delta_ci95", "gain", "loss")}
+        out[name].update(seeds=sorted(r["spec"]["seed"] for r in rs), mcnemar_p=p.get("mcnemar_p"),
+                         only_init=p.get("only_base"), only_evolq=p.get("only_new"))
+    return out
+
+
 def mean_std(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
@@ -110,7 +147,8 @@ def mean_std(values: list[float]) -> str:
 def load() -> dict[str, Any]:
     """{"records": key → record, "superseded": records replaced after their checkpoint was retrained}."""
     stored = json.loads(JSON.read_text()) if JSON.exists() else {}
-    return {"records": stored.get("records", {}), "superseded": stored.get("superseded", [])}
+    return {"records": stored.get("records", {}), "superseded": stored.get("superseded", []),
+            "groups": stored.get("groups")}
 
 
 def report(records: dict[str, dict[str, Any]], superseded: list[dict[str, Any]] = ()) -> str:
@@ -131,20 +169,25 @@ def report(records: dict[str, dict[str, Any]], superseded: list[dict[str, Any]] 
     def rows(groups) -> list[list[Any]]:
         out = []
         for (ref, w, a, sel, loss), rs in sorted(groups.items()):
-            d = [r["top1_evolq"] - r["top1_init"] for r in rs]
+            p = paired(rs)
             df = [r["fitness_init"] - r["fitness_final"] for r in rs]
             rho = [r["spearman_fitness_top1"] for r in rs if "spearman_fitness_top1" in r]
             out.append([ref, f"W{w}A{a}", sel, loss, len(rs), f"{rs[0]['top1_float']:.2f}",
                         mean_std([r["top1_init"] for r in rs]), mean_std([r["top1_evolq"] for r in rs]),
-                        mean_std(d), f"{statistics.mean(df):.2e}", f"{rho[0]:.2f}" if rho else "-",
+                        delta_cell(p), f"{p['mcnemar_p']:.2g}" if "mcnemar_p" in p else "-", verdict(p),
+                        f"{statistics.mean(df):.2e}", f"{rho[0]:.2f}" if rho else "-",
                         f"{statistics.mean(r['search_seconds'] for r in rs):.0f}"])
         return out
 
     header = ["model", "bits", "selection", "loss", "seeds", "float top-1", "init top-1", "Evol-Q top-1",
-              "Δ top-1 (Evol-Q − init)", "fitness gain", "Spearman(fitness, top-1)", "search s"]
+              "Δ top-1 (Evol-Q − init), mean [95 % CI]", "McNemar p", "verdict", "fitness gain",
+              "Spearman(fitness, top-1)", "search s"]
     parts = [f"## Accuracy on Fashion-MNIST (issue 4)\n\n`python -m benchmarks.accuracy --suite ...` — shipped reference "
              f"models, paper-default search (P = 10, K = 3, population 15, tournament 10), 1,000 calibration "
-             f"images (seeded by the run's seed), top-1 on all 10,000 test images, mean ± std over seeds. "
+             f"images (seeded by the run's seed), top-1 on all 10,000 test images, mean ± std over seeds "
+             f"(sample std, ddof = 1). Δ: the mean paired difference Evol-Q − init over seeds with its 95 % t "
+             f"interval; McNemar: exact two-sided test on per-image correctness pooled over seeds. A gain (or loss) "
+             f"is claimed only where the interval excludes zero. "
              f"{machine_line(m)}\n"]
     sections = (("Main table (selection on calibration fitness, the default)", "main"),
                 ("Selection: held-out train split vs the published test-set selection (W3A8). "
@@ -231,7 +274,11 @@ def main() -> None:
             if old is not None and not is_current(old):
                 stored["superseded"].append(old)
             stored["records"][key(spec)] = record
+            stored["groups"] = group_stats(stored["records"])
             write_json("accuracy", stored)
+    if stored.get("groups") != group_stats(stored["records"]):  # records from before the paired statistics
+        stored["groups"] = group_stats(stored["records"])
+        write_json("accuracy", stored)
     plot(stored["records"])
     update_section("accuracy", report(stored["records"], stored["superseded"]))
     print(report(stored["records"], stored["superseded"]))

@@ -18,6 +18,29 @@ def seeded_split(n: int, calib_size: int, holdout_size: int, seed: int) -> tuple
     return perm[:calib_size], perm[calib_size: calib_size + holdout_size]
 
 
+VALIDATION_SEED = 20231002  # one validation split for every run (Evol-Q's ICCV date): choices compare alike
+
+
+def validation_split(n: int, val_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed validation subset of ``range(n)`` (the same for every run seed) and the rest, in order.
+
+    Choices (options, presets, losses, epochs) are made on it; calibration and held-out images are drawn from
+    the rest, so they never overlap it; the test split only gives final numbers. ``val_size = 0``: no split.
+    """
+    if not 0 <= val_size < n:
+        raise ValueError(f"val_size={val_size}: must be ≥ 0 and below the {n} train images")
+    if val_size == 0:
+        return torch.zeros(0, dtype=torch.long), torch.arange(n)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    return perm[:val_size].sort().values, perm[val_size:].sort().values
+
+
+def check_eval_split(eval_split: str, val_size: int) -> None:
+    if eval_split not in ("test", "val") or (eval_split == "val" and val_size <= 0):
+        raise ValueError(f"eval_split={eval_split!r} with val_size={val_size}: accepted: 'test', or 'val' with "
+                         "val_size > 0")
+
+
 @dataclass
 class CalibrationData:
     """Calibration images (N, C, H, W) with labels, batched for fitness averaging; optional held-out split."""

@@ -45,18 +45,19 @@ class EvolQModule(L.LightningModule):
         candidate_eval_size: > 0 records, for every candidate the search evaluates, its calibration fitness
             and its top-1 on the first N evaluation images (for the fitness/accuracy rank correlation;
             never used for selection). Costs one evaluation pass per candidate.
+        note: one line printed above the results table and stored in results.json (what the run shows).
     """
 
     def __init__(self, model_name: str, model_kwargs: dict[str, Any] | None = None, pretrained: bool = False,
                  checkpoint_path: str | None = None, checkpoint_sha256: str | None = None,
                  quant: QuantConfig | None = None, search: SearchConfig | None = None,
                  selection: str = "calibration", evaluate_at_end: bool = True, output_dir: str | None = None,
-                 candidate_eval_size: int = 0, matmul_precision: str = "highest") -> None:
+                 candidate_eval_size: int = 0, matmul_precision: str = "highest", note: str | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
         if matmul_precision not in ("highest", "high", "medium"):
             raise ValueError(f"matmul_precision={matmul_precision!r}: accepted: highest, high, medium")
-        self.matmul_precision = matmul_precision
+        self.matmul_precision, self.note = matmul_precision, note
         self.quant_cfg, self.search_cfg = quant or QuantConfig(), search or SearchConfig()
         self.model_name, self.model_kwargs = model_name, dict(model_kwargs or {})
         self.selection, self.evaluate_at_end, self.output_dir = selection, evaluate_at_end, output_dir

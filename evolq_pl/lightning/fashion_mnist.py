@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from evolq_pl.lightning.base_data import EvolQDataModule
-from evolq_pl.lightning.calibration import CalibrationData, seeded_split
+from evolq_pl.lightning.calibration import CalibrationData, check_eval_split, seeded_split, validation_split
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_CACHE = Path(os.environ.get("EVOLQ_DATA", Path.home() / ".cache" / "evolq_pl"))
@@ -77,19 +77,25 @@ class FashionMNISTDataModule(EvolQDataModule):
         calib_size: number of calibration images, a seeded subset of train.
         calib_batch_size: calibration batch size (the fitness is averaged per batch).
         holdout_size: optional held-out train images, disjoint from calibration (0 = none).
-        eval_size: evaluate on the first ``eval_size`` test images (None = all 10,000).
+        val_size: a validation split of the train images, the same for every seed, disjoint from calibration,
+            held-out and classifier-training images (0 = none). Every choice is made on it.
+        eval_split: what ``eval_dataloader`` (final numbers, classifier validation) reads: ``test`` or ``val``
+            (the validation split, for making choices).
+        eval_size: evaluate on the first ``eval_size`` images of the evaluation split (None = all).
         seed: seed of the calibration/held-out split.
     """
 
     def __init__(self, root: str | None = None, image_size: int = 28, batch_size: int = 256,
-                 calib_size: int = 1000, calib_batch_size: int = 100, holdout_size: int = 0,
-                 eval_size: int | None = None, seed: int = 0, num_workers: int = 0) -> None:
+                 calib_size: int = 1000, calib_batch_size: int = 100, holdout_size: int = 0, val_size: int = 0,
+                 eval_split: str = "test", eval_size: int | None = None, seed: int = 0, num_workers: int = 0) -> None:
         super().__init__()
         if image_size < 28:
             raise ValueError(f"image_size={image_size}: must be ≥ 28 (Fashion-MNIST is 28×28)")
+        check_eval_split(eval_split, val_size)
         self.save_hyperparameters()
         self.root, self.image_size, self.batch_size = root, image_size, batch_size
         self.calib_size, self.calib_batch_size, self.holdout_size = calib_size, calib_batch_size, holdout_size
+        self.val_size, self.eval_split = val_size, eval_split
         self.eval_size, self.seed, self.num_workers = eval_size, seed, num_workers
         self._data: dict[str, torch.Tensor] | None = None
 
@@ -97,12 +103,13 @@ class FashionMNISTDataModule(EvolQDataModule):
         if self._data is not None:
             return
         raw = load_fashion_mnist(self.root)
-        test_x, test_y = raw["test_x"], raw["test_y"]
-        if self.eval_size is not None:
-            test_x, test_y = test_x[: self.eval_size], test_y[: self.eval_size]
+        val_idx, rest = validation_split(len(raw["train_y"]), self.val_size)
+        evaluation = (raw["test_x"], raw["test_y"]) if self.eval_split == "test" else \
+            (raw["train_x"][val_idx], raw["train_y"][val_idx])
+        eval_x, eval_y = (t[: self.eval_size] if self.eval_size is not None else t for t in evaluation)
         self._data = {
-            "train_x": preprocess(raw["train_x"], self.image_size), "train_y": raw["train_y"],
-            "test_x": preprocess(test_x, self.image_size), "test_y": test_y,
+            "train_x": preprocess(raw["train_x"][rest], self.image_size), "train_y": raw["train_y"][rest],
+            "eval_x": preprocess(eval_x, self.image_size), "eval_y": eval_y,
         }
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
@@ -116,11 +123,12 @@ class FashionMNISTDataModule(EvolQDataModule):
         return self._loader("train", shuffle=True)
 
     def eval_dataloader(self) -> DataLoader:
-        """The evaluation split used for reporting (never for selection): the test images."""
-        return self._loader("test")
+        """The evaluation split (never used by the search): the test images, or the validation split."""
+        return self._loader("eval")
 
     def calibration_data(self) -> CalibrationData:
-        """Seeded calibration (and optional held-out) subsets of train, as resident tensors."""
+        """Seeded calibration (and optional held-out) subsets of train (without the validation split), as
+        resident tensors."""
         self.setup()
         assert self._data is not None
         calib_idx, holdout_idx = seeded_split(len(self._data["train_y"]), self.calib_size, self.holdout_size, self.seed)

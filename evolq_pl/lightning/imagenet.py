@@ -12,7 +12,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from evolq_pl.lightning.base_data import EvolQDataModule
-from evolq_pl.lightning.calibration import CalibrationData, seeded_split
+from evolq_pl.lightning.calibration import CalibrationData, check_eval_split, seeded_split, validation_split
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # the paper's preprocessing per family (reference §7): mean, std, crop_pct; bicubic resize
@@ -129,15 +129,20 @@ class ImageNetDataModule(EvolQDataModule):
         transform: ``paper`` (bicubic, crop 0.875 DeiT/LeViT, 0.9 ViT) or ``timm``.
         img_size: model input size for the paper transform.
         calib_size, calib_batch_size, holdout_size, seed: the seeded calibration subset of train.
+        val_size: a validation split of train, the same for every seed, disjoint from calibration and held-out
+            images (0 = none); every choice is made on it.
+        eval_split: what the evaluation loader reads: ``test`` (the ``val/`` folder or ``hf_val_split``, which
+            the paper reports as its test set) or ``val`` (the validation split of train, for choices).
         eval_batch_size, num_workers: evaluation loader.
     """
 
     def __init__(self, root: str | None = None, hf_dataset: str | None = None, hf_train_split: str = "train",
                  hf_val_split: str = "validation", image_column: str = "image", label_column: str = "label",
                  model_name: str = "deit_tiny_patch16_224", transform: str = "paper", img_size: int = 224,
-                 calib_size: int = 1000, calib_batch_size: int = 100, holdout_size: int = 0,
-                 eval_batch_size: int = 100, num_workers: int = 8, seed: int = 0) -> None:
+                 calib_size: int = 1000, calib_batch_size: int = 100, holdout_size: int = 0, val_size: int = 0,
+                 eval_split: str = "test", eval_batch_size: int = 100, num_workers: int = 8, seed: int = 0) -> None:
         super().__init__()
+        check_eval_split(eval_split, val_size)
         if (root is None) == (hf_dataset is None):
             raise DataError("give exactly one of data.root (image folder) or data.hf_dataset")
         if transform not in TRANSFORMS:
@@ -158,8 +163,11 @@ class ImageNetDataModule(EvolQDataModule):
                 raise DataError(f"dataset {hf_dataset!r} has no column(s) {missing}; columns: {train.column_names}")
             self.train = HFImages(train, tf, image_column, label_column)
             self.val = HFImages(val, tf, image_column, label_column)
-        # raises naming the sizes when calib_size + holdout_size > len(train)
-        self.calib_idx, self.holdout_idx = seeded_split(len(self.train), calib_size, holdout_size, seed)
+        val_idx, rest = validation_split(len(self.train), val_size)
+        # raises naming the sizes when calib_size + holdout_size > the train images outside the validation split
+        calib_idx, holdout_idx = seeded_split(len(rest), calib_size, holdout_size, seed)
+        self.calib_idx, self.holdout_idx = rest[calib_idx], rest[holdout_idx]
+        self.evaluation = self.val if eval_split == "test" else Subset(self.train, val_idx.tolist())
 
     def _stack(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         loader = DataLoader(Subset(self.train, idx.tolist()), batch_size=self.calib_batch_size,
@@ -175,4 +183,4 @@ class ImageNetDataModule(EvolQDataModule):
         return self._calib
 
     def eval_dataloader(self) -> DataLoader:
-        return DataLoader(self.val, batch_size=self.eval_batch_size, num_workers=self.num_workers)
+        return DataLoader(self.evaluation, batch_size=self.eval_batch_size, num_workers=self.num_workers)

@@ -90,6 +90,8 @@ def final_results(module: "EvolQModule") -> dict[str, Any]:
     within = lambda context: lambda: _within(context, run)  # noqa: E731
     results = search_results(run_settings(module), module.driver, module.recorder, module.matmul_precision,
                              peak_memory(module.device))
+    if module.note:
+        results["note"] = module.note
     return measure_into(results, [("fitness_final", lambda: {"": module.driver.evaluator()}), ("evolq", run),
                                   ("float", within(quant_disabled(model))),
                                   ("init", within(scales_loaded(model, module.init_scales)))])
@@ -141,7 +143,7 @@ def format_results(r: dict[str, Any]) -> str:
     head = f"{r['model']} W{r['w_bits']}A{r['a_bits']} seed {r['seed']} ({r['evaluations']} evaluations, " \
            f"{r['search_seconds']:.1f} s search, selection={r['selection']})"
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-    return "\n".join([head, *lines])
+    return "\n".join([*([r["note"]] if r.get("note") else []), head, *lines])
 
 
 class CandidateRecorder:

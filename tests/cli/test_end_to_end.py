@@ -15,17 +15,17 @@ from evolq_pl.export.onnx_io import onnx_session
 from evolq_pl.quant import snapshot_scales
 from tests.cli.test_trainer_cli import ROOT, cli
 
-DEMO = str(ROOT / "configs" / "demo.yaml")
+DEIT = str(ROOT / "configs" / "fmnist" / "deit.yaml")  # the README user path's config
 SMALL = ["--data.init_args.calib_size", "200", "--data.init_args.eval_size", "2000",
          "--model.init_args.search.passes", "1"]
 
 
 def readme_user_path(run_dir: Path) -> list[str]:
-    """The README's user-path commands, with ``runs/demo`` moved to ``run_dir``."""
+    """The README's user-path commands, with ``runs/deit_w4`` moved to ``run_dir``."""
     text = (ROOT / "README.md").read_text()
     block = text[text.index("<!-- user-path:start -->"):text.index("<!-- user-path:end -->")]
     lines = [line for line in block.splitlines() if line and not line.startswith(("<!--", "```"))]
-    return [line.replace("runs/demo", str(run_dir)) for line in lines]
+    return [line.replace("runs/deit_w4", str(run_dir)) for line in lines]
 
 
 def shell(line: str) -> subprocess.CompletedProcess:
@@ -59,7 +59,7 @@ def test_readme_user_path_validate_export_reload_onnxruntime(searched, tmp_path)
     ran = shell(run_onnx)
     assert ran.returncode == 0 and ran.stdout.strip() == "(2, 10)", ran.stderr[-2000:]
 
-    module, dm = build([DEMO], SMALL, str(ckpt))  # the searched module, restored as the commands restore it
+    module, dm = build([DEIT], SMALL, str(ckpt))  # the searched module, restored as the commands restore it
     x = torch.cat([b for b, _ in dm.eval_dataloader()])[:2000]
     with torch.no_grad():
         searched_logits = module.model(x)
@@ -77,7 +77,7 @@ def test_readme_user_path_validate_export_reload_onnxruntime(searched, tmp_path)
 
 def test_landscape_from_checkpoint(searched, tmp_path):
     _, ckpt, _ = searched
-    out = cli("landscape", "--config", DEMO, "--ckpt_path", str(ckpt), "--unit", "5", "--steps", "3",
+    out = cli("landscape", "--config", DEIT, "--ckpt_path", str(ckpt), "--unit", "5", "--steps", "3",
               "--eval_size", "200", "--out", str(tmp_path / "land"), "--", *SMALL)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = (tmp_path / "land" / "landscape.csv").read_text().splitlines()
@@ -86,7 +86,7 @@ def test_landscape_from_checkpoint(searched, tmp_path):
 
 def test_checkpoint_that_does_not_match_is_refused(searched, tmp_path):
     _, ckpt, _ = searched
-    val = cli("validate", "--config", DEMO, "--run_dir", str(tmp_path), "--ckpt_path", str(ckpt), *SMALL,
+    val = cli("validate", "--config", DEIT, "--run_dir", str(tmp_path), "--ckpt_path", str(ckpt), *SMALL,
               "--model.init_args.quant.w_bits", "3")
     assert val.returncode == 2 and "quant.w_bits: checkpoint=4, config=3" in val.stderr, val.stderr[-2000:]
     assert "Traceback" not in val.stderr
@@ -94,17 +94,17 @@ def test_checkpoint_that_does_not_match_is_refused(searched, tmp_path):
                 "--ckpt_path", str(ckpt))
     assert levit.returncode == 2 and "model_name: checkpoint='deit_tiny_patch16_224', config='levit_128s'" in levit.stderr
     # resuming a search needs the same search; validating / exporting its result does not (another seed's config)
-    resume = cli("fit", "--config", DEMO, "--run_dir", str(tmp_path / "r"), "--ckpt_path", str(ckpt), *SMALL,
+    resume = cli("fit", "--config", DEIT, "--run_dir", str(tmp_path / "r"), "--ckpt_path", str(ckpt), *SMALL,
                  "--model.init_args.search.loss", "mse")
     assert resume.returncode == 2 and "loss: checkpoint='infonce', config='mse'" in resume.stderr, resume.stderr[-2000:]
-    other_seed = cli("validate", "--config", DEMO, "--run_dir", str(tmp_path / "v"), "--ckpt_path", str(ckpt), *SMALL,
+    other_seed = cli("validate", "--config", DEIT, "--run_dir", str(tmp_path / "v"), "--ckpt_path", str(ckpt), *SMALL,
                      "--model.init_args.search.seed", "1")
     assert other_seed.returncode == 0, other_seed.stderr[-2000:]
 
 
 def test_resuming_a_finished_run_still_writes_its_results(searched, tmp_path):
     run_dir, ckpt, results = searched
-    again = cli("fit", "--config", DEMO, "--run_dir", str(tmp_path), "--ckpt_path", str(ckpt), *SMALL)
+    again = cli("fit", "--config", DEIT, "--run_dir", str(tmp_path), "--ckpt_path", str(ckpt), *SMALL)
     assert again.returncode == 0, again.stderr[-2000:]
     resumed = json.loads((tmp_path / "results.json").read_text())
     assert resumed["evaluations"] == results["evaluations"] and resumed["top1_evolq"] == results["top1_evolq"]

@@ -48,7 +48,7 @@ def test_export_cli_and_w4_size(tmp_path, fashion_mnist_available):
         pytest.skip("dataset-fashion-mnist not installed (.ci/run installs it)")
     root = Path(__file__).resolve().parents[2]
     out = tmp_path / "deit_w4.safetensors"
-    args = [sys.executable, "cli.py", "export", "--config", "configs/demo.yaml", "--format", "safetensors",
+    args = [sys.executable, "cli.py", "export", "--config", "configs/fmnist/deit.yaml", "--format", "safetensors",
             "--output", str(out), "--", "--data.init_args.calib_size", "200"]
     run = subprocess.run(args, cwd=root, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]

@@ -102,3 +102,18 @@ def test_every_imagenet_config_builds(config, tmp_path):
     # LeViTs 12 + 2, Swin-T 2+2+6+2, Swin-S/B 2+2+18+2
     expected = {"levit_128s": 11, "vit_large": 24, "swin_tiny": 12, "swin_small": 24, "swin_base": 24}
     assert len(cli.model.units) == expected.get(name, 14 if name.startswith("levit") else 12)
+
+
+def test_validation_split_is_disjoint_from_calibration_and_evaluated_on_request(tmp_path):
+    root = make_folder(tmp_path / "imgs", per_class=6)  # 18 train images
+    kw = dict(root=str(root), calib_size=4, holdout_size=2, calib_batch_size=2, num_workers=0, img_size=32)
+    dms = [ImageNetDataModule(**kw, val_size=6, eval_split="val", seed=s) for s in (0, 1)]
+    val = [set(dm.evaluation.indices) for dm in dms]
+    assert val[0] == val[1] and len(val[0]) == 6  # the same validation images for every seed
+    for dm in dms:
+        assert not (set(dm.calib_idx.tolist()) | set(dm.holdout_idx.tolist())) & val[0]
+        assert sum(len(y) for _, y in dm.eval_dataloader()) == 6
+    test = ImageNetDataModule(**kw, seed=0)
+    assert sum(len(y) for _, y in test.eval_dataloader()) == 18  # the val/ folder (the paper's test set)
+    with pytest.raises(ValueError, match="eval_split='val' with val_size=0"):
+        ImageNetDataModule(**kw, eval_split="val")
