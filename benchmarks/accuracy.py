@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from typing import Any
@@ -132,7 +133,8 @@ def group_stats(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
     out = {}
     for name, rs in sorted(groups.items()):
         p = paired(rs)
-        out[name] = {k: p[k] for k in ("n_seeds", "delta_mean", "delta_ci95", "gain", "loss")}
+        out[name] = {k: p[k] for k in ("n_seeds", "delta_mean", "gain", "loss")}
+        out[name]["delta_ci95"] = [None if math.isnan(v) else v for v in p["delta_ci95"]]  # JSON has no NaN
         out[name].update(seeds=sorted(r["spec"]["seed"] for r in rs), mcnemar_p=p.get("mcnemar_p"),
                          only_init=p.get("only_base"), only_evolq=p.get("only_new"))
     return out
@@ -151,67 +153,84 @@ def load() -> dict[str, Any]:
             "groups": stored.get("groups")}
 
 
-def report(records: dict[str, dict[str, Any]], superseded: list[dict[str, Any]] = ()) -> str:
+def _group(pool: list[dict[str, Any]], suite: str) -> dict[tuple, list[dict[str, Any]]]:
+    out: dict[tuple, list[dict[str, Any]]] = {}
+    for r in pool:
+        s = r["spec"]
+        if s["suite"] == suite:
+            out.setdefault((s["ref"], s["w_bits"], s["a_bits"], s.get("selection", "calibration"),
+                            s.get("loss", "infonce") + (f" / {s['variant']}" if s.get("variant") else "")),
+                           []).append(r)
+    return out
+
+
+def _rows(groups: dict[tuple, list[dict[str, Any]]]) -> list[list[Any]]:
+    out = []
+    for (ref, w, a, sel, loss), rs in sorted(groups.items()):
+        p = paired(rs)
+        df = [r["fitness_init"] - r["fitness_final"] for r in rs]
+        rho = [r["spearman_fitness_top1"] for r in rs if "spearman_fitness_top1" in r]
+        out.append([ref, f"W{w}A{a}", sel, loss, len(rs), f"{rs[0]['top1_float']:.2f}",
+                    mean_std([r["top1_init"] for r in rs]), mean_std([r["top1_evolq"] for r in rs]),
+                    delta_cell(p), f"{p['mcnemar_p']:.2g}" if "mcnemar_p" in p else "-", verdict(p),
+                    f"{statistics.mean(df):.2e}", f"{rho[0]:.2f}" if rho else "-",
+                    f"{statistics.mean(r['search_seconds'] for r in rs):.0f}"])
+    return out
+
+
+HEADER = ["model", "bits", "selection", "loss", "seeds", "float top-1", "init top-1", "Evol-Q top-1",
+          "Δ top-1 (Evol-Q − init), mean [95 % CI]", "McNemar p", "verdict", "fitness gain",
+          "Spearman(fitness, top-1)", "search s"]
+SECTIONS = (("Main table (selection on calibration fitness, the default)", "main"),
+            ("Selection: held-out train split vs the published test-set selection (W3A8). "
+             "**`test_oracle` picks its state on the test set: its top-1 is not a valid test result**; "
+             "it measures how much that practice inflates a reported gain.", "selection"),
+            ("Fitness losses at W3A8 (DeiT-shaped; Spearman over every evaluated candidate, top-1 on a fixed "
+             "2,000-image test subset; negative = lower fitness goes with higher top-1)", "losses"),
+            ("Harder setting (W3A4)", "hard"),
+            ("Options beyond the paper (chosen among on test top-1 before the validation split existed: "
+             "exploratory, not a confirmed result)", "variants"))
+
+
+def _commits(pool: list[dict[str, Any]]) -> str:
+    commits = sorted({r.get("machine", {}).get("commit", "unknown") for r in pool})
+    return f"commit{'s' if len(commits) > 1 else ''} {', '.join(f'`{c}`' for c in commits)}"
+
+
+def report(records: dict[str, dict[str, Any]]) -> str:
+    """The BENCHMARKS.md section: records measured on the shipped checkpoints."""
     recs = [r for r in records.values() if is_current(r)]
-    stale = [r for r in records.values() if not is_current(r)] + list(superseded)
-    m = recs[0]["machine"] if recs and "machine" in recs[0] else machine()
-
-    def group(pred, pool: list[dict[str, Any]] = recs) -> dict[tuple, list[dict[str, Any]]]:
-        out: dict[tuple, list[dict[str, Any]]] = {}
-        for r in pool:
-            if pred(r):
-                s = r["spec"]
-                out.setdefault((s["ref"], s["w_bits"], s["a_bits"], s.get("selection", "calibration"),
-                                s.get("loss", "infonce") + (f" / {s['variant']}" if s.get("variant") else "")),
-                               []).append(r)
-        return out
-
-    def rows(groups) -> list[list[Any]]:
-        out = []
-        for (ref, w, a, sel, loss), rs in sorted(groups.items()):
-            p = paired(rs)
-            df = [r["fitness_init"] - r["fitness_final"] for r in rs]
-            rho = [r["spearman_fitness_top1"] for r in rs if "spearman_fitness_top1" in r]
-            out.append([ref, f"W{w}A{a}", sel, loss, len(rs), f"{rs[0]['top1_float']:.2f}",
-                        mean_std([r["top1_init"] for r in rs]), mean_std([r["top1_evolq"] for r in rs]),
-                        delta_cell(p), f"{p['mcnemar_p']:.2g}" if "mcnemar_p" in p else "-", verdict(p),
-                        f"{statistics.mean(df):.2e}", f"{rho[0]:.2f}" if rho else "-",
-                        f"{statistics.mean(r['search_seconds'] for r in rs):.0f}"])
-        return out
-
-    header = ["model", "bits", "selection", "loss", "seeds", "float top-1", "init top-1", "Evol-Q top-1",
-              "Δ top-1 (Evol-Q − init), mean [95 % CI]", "McNemar p", "verdict", "fitness gain",
-              "Spearman(fitness, top-1)", "search s"]
-    parts = [f"## Accuracy on Fashion-MNIST (issue 4)\n\n`python -m benchmarks.accuracy --suite ...` — shipped reference "
-             f"models, paper-default search (P = 10, K = 3, population 15, tournament 10), 1,000 calibration "
-             f"images (seeded by the run's seed), top-1 on all 10,000 test images, mean ± std over seeds "
-             f"(sample std, ddof = 1). Δ: the mean paired difference Evol-Q − init over seeds with its 95 % t "
-             f"interval; McNemar: exact two-sided test on per-image correctness pooled over seeds. A gain (or loss) "
-             f"is claimed only where the interval excludes zero. "
-             f"{machine_line(m)}\n"]
-    sections = (("Main table (selection on calibration fitness, the default)", "main"),
-                ("Selection: held-out train split vs the published test-set selection (W3A8). "
-                 "**`test_oracle` picks its state on the test set: its top-1 is not a valid test result**; "
-                 "it measures how much that practice inflates a reported gain.", "selection"),
-                ("Fitness losses at W3A8 (DeiT-shaped; Spearman over every evaluated candidate, top-1 on a fixed "
-                 "2,000-image test subset; negative = lower fitness goes with higher top-1)", "losses"),
-                ("Harder setting (W3A4)", "hard"),
-                ("Options beyond the paper", "variants"))
-    for title, suite in sections:
-        g = group(lambda r: r["spec"]["suite"] == suite)
+    parts = ["## Accuracy on Fashion-MNIST\n\n`python -m benchmarks.accuracy --suite ...` — shipped reference "
+             "models, paper-default search (P = 10, K = 3, population 15, tournament 10), 1,000 calibration "
+             "images (seeded by the run's seed), top-1 on all 10,000 test images, mean ± std over seeds "
+             "(sample std, ddof = 1). Δ: the mean paired difference Evol-Q − init over seeds with its 95 % t "
+             "interval; McNemar: exact two-sided test on per-image correctness pooled over seeds (runs that "
+             "stored it). A gain (or loss) is claimed only where the interval excludes zero. "
+             "`search s` includes per-candidate or per-step test evaluations where a suite makes them; runs "
+             "shared the 2 cores with other processes.\n"]
+    for title, suite in SECTIONS:
+        g = _group(recs, suite)
         if g:
-            parts.append(f"### {title}\n\n" + table(header, rows(g)) + "\n")
-    if stale:
-        shas = sorted({f"{r['spec']['ref']} `{r.get('checkpoint_sha256', 'unknown')[:8]}`" for r in stale})
-        parts.append(f"### Superseded: measured on an earlier checkpoint ({', '.join(shas)})\n\nKept for the record; "
-                     f"not comparable with the tables above. Rerun with the same `--suite` to replace them.\n")
-        for _, suite in sections:
-            g = group(lambda r: r["spec"]["suite"] == suite, stale)
-            if g:
-                parts.append(f"Suite `{suite}`:\n\n" + table(header, rows(g)) + "\n")
-    parts.append("`search s` includes the per-candidate test evaluation of the losses/hard suites and the per-step "
-                 "test evaluation of `test_oracle`; runs shared the 2 cores with up to four other processes.\n")
+            pool = [r for rs in g.values() for r in rs]
+            m = pool[0].get("machine", {})
+            parts.append(f"### {title}\n\nMeasured at {_commits(pool)} on {m.get('device', 'cpu')} "
+                         f"({m.get('cores', '?')} cores, {m.get('torch_threads', '?')} torch threads, torch "
+                         f"{m.get('torch', '?')}).\n\n" + table(HEADER, _rows(g)) + "\n")
     parts.append("![accuracy](benchmarks/results/accuracy.png)\n")
+    return "\n".join(parts)
+
+
+def history(records: dict[str, dict[str, Any]], superseded: list[dict[str, Any]]) -> str:
+    """BENCHMARKS_HISTORY.md: records measured on earlier reference checkpoints (not comparable)."""
+    stale = [r for r in records.values() if not is_current(r)] + list(superseded)
+    parts = ["## Accuracy records measured on earlier reference checkpoints\n\nKept for the record; not "
+             "comparable with BENCHMARKS.md. Rerun with the same `--suite` to replace them.\n"]
+    for _, suite in SECTIONS:
+        g = _group(stale, suite)
+        if g:
+            shas = sorted({f"{r['spec']['ref']} `{r.get('checkpoint_sha256', 'unknown')[:8]}`"
+                           for rs in g.values() for r in rs})
+            parts.append(f"Suite `{suite}` ({', '.join(shas)}):\n\n" + table(HEADER, _rows(g)) + "\n")
     return "\n".join(parts)
 
 
@@ -280,8 +299,8 @@ def main() -> None:
         stored["groups"] = group_stats(stored["records"])
         write_json("accuracy", stored)
     plot(stored["records"])
-    update_section("accuracy", report(stored["records"], stored["superseded"]))
-    print(report(stored["records"], stored["superseded"]))
+    update_section("accuracy", report(stored["records"]))
+    print(report(stored["records"]))
 
 if __name__ == "__main__":
     main()

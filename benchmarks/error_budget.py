@@ -72,7 +72,7 @@ def report(records: list[dict[str, Any]], m: dict[str, Any]) -> str:
             rows.append([name, f"W{bits}A8", len(rs), f"{rs[0]['top1_float']:.2f}", f"{init:.2f}",
                          f"{rs[0]['top1_float'] - init:.2f}", *(f"{gain[g]:+.2f}" for g in GROUPS),
                          evolq_gain(name, bits)])
-    return ("## Error budget: which quantizers cost the accuracy (issue 4)\n\n`python -m benchmarks.error_budget` — "
+    return ("## Error budget: which quantizers cost the accuracy\n\n`python -m benchmarks.error_budget` — "
             "calibrated init (1,000 calibration images per seed), all 10,000 test images; each `+… float` column is "
             "the top-1 recovered when only that group of quantizers is switched back to float (mean over "
             "calibration seeds). `searched` = the attention weight scales, the only ones the paper's search moves; "

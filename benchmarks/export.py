@@ -1,4 +1,4 @@
-"""Export benchmark (issue 12): *searched* checkpoints of the shipped reference models, made by ``evolq-pl fit``
+"""Export benchmark: *searched* checkpoints of the shipped reference models, made by ``evolq-pl fit``
 and exported by ``evolq-pl export --ckpt_path`` exactly as a user does. Per model and bit width: file sizes
 against the float state dict, PyTorch vs safetensors-reload vs onnxruntime (basic and fused optimizations)
 on all 10,000 test images (top-1, argmax agreement with PyTorch, max logit difference), and single-image CPU
@@ -104,7 +104,7 @@ def report(records: list[dict[str, Any]], m: dict[str, Any]) -> str:
              f"{r['onnx_basic']['latency_ms']:.2f}", f"{r['onnx_fused']['latency_ms']:.2f}"] for r in records]
     shas = ", ".join(f"{n} `{reference_model(n)['sha256'][:8]}`" for n in CONFIGS)
     passes = sorted({r["passes"] for r in records})
-    return ("## Export of searched checkpoints (issue 12)\n\n"
+    return ("## Export of searched checkpoints\n\n"
             f"`python -m benchmarks.export` — `evolq-pl fit` ({', '.join(map(str, passes))} passes, 1,000 calibration "
             f"images) on the shipped reference models ({shas}), then `evolq-pl export --ckpt_path` to safetensors "
             "and ONNX; all 10,000 test images; agreement = argmax equal to the searched PyTorch model's; latency = "

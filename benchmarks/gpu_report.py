@@ -68,7 +68,7 @@ def model_rows(models: dict[str, Any], searched: dict[str, Any]) -> list[list[An
 def benchmarks_md(res: dict[str, Any], commit: str, date: str) -> str:
     env, s = res["environment"], res["sections"]
     deit, vitb, mp, comp = s.get("deit_small", {}), s.get("vit_base_memory", {}), s.get("matmul_precision", {}), s.get("compiled", {})
-    md = [f"## GPU performance (issue 16)\n",
+    md = [f"## GPU performance\n",
           f"`benchmarks/gpu_check.sh` on one **{env['device']}** ({env['memory_gb']:.0f} GiB), torch {env['torch']}, "
           f"CUDA {env['cuda']}, timm {env['timm']}; measured {date} at commit `{commit}` in {len(res['runs'])} runs "
           f"on two machines of that kind (a row from run 2 says so). Random weights (`randomize_`), "
@@ -108,7 +108,7 @@ def benchmarks_md(res: dict[str, Any], commit: str, date: str) -> str:
                f"{se['evaluations']} evaluations (`deit_small_search_seconds_compiled` is null). The whole forward "
                "compiles to the float forward's time, but compiled logits are **not equal** to eager ones "
                "(reassociated arithmetic moves values across rounding boundaries), so a compiled search is not "
-               "the eager search's trajectory (issue 15).\n"]
+               "the eager search's trajectory.\n"]
     if measured(vitb):
         se = vitb["one_pass"]
         md += ["### ViT-B memory (calibration batch 100)\n",

@@ -23,6 +23,34 @@ CONFIG = "configs/fmnist/deit.yaml"
 METRICS = ("infonce", "mse", "kl", "cosine", "ce", "top1")
 
 
+def section(data: dict) -> str:
+    records, m = data["records"], data["machine"]
+    bit_widths = sorted({r["w_bits"] for r in records})
+    units = sorted({r["unit"] for r in records})
+    directions = sorted({r["direction_seed"] for r in records})
+    rows = []
+    for bits in bit_widths:
+        rs = [r for r in records if r["w_bits"] == bits]
+        row = [f"W{bits}A8"]
+        for metric in METRICS:
+            tv = statistics.mean(r["roughness"][metric]["tv_over_range"] for r in rs)
+            mins = statistics.mean(r["roughness"][metric]["local_minima"] for r in rs)
+            row.append(f"{tv:.2f} / {mins:.1f}")
+        span = statistics.mean(max(x["infonce"] for x in r["rows"]) - min(x["infonce"] for x in r["rows"]) for r in rs)
+        row.append(f"{span:.2e}")
+        rows.append(row)
+    sha = reference_model("deit_fmnist")["sha256"]
+    return (f"## Loss landscape roughness\n\n`python -m benchmarks.landscape` — DeiT-shaped reference model "
+            f"(checkpoint `{sha[:8]}`), 1-D sweeps s·(1 + a·d), a ∈ [−{data['radius']}, {data['radius']}] in "
+            f"{data['steps']} steps at every bit width, units {units}, direction seeds {directions} (means over "
+            f"{len(units) * len(directions)} curves per row). Cell = total variation / range (1 monotone, 2 one "
+            f"bowl, higher = more jagged) / interior local minima. top-1 on 2,000 test images (0.05-point steps). "
+            f"The same relative radius crosses about 2^b times more rounding boundaries at b bits, and four curves "
+            f"give no spread: the rows are not comparable across bit widths. {machine_line(m)}\n\n"
+            + table(["bits", *METRICS, "infoNCE range"], rows)
+            + "\n\n" + " ".join(f"![W{b}](benchmarks/results/landscape_w{b}a8.png)" for b in bit_widths))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--units", nargs="+", type=int, default=[0, 5])
@@ -46,26 +74,7 @@ def main() -> None:
                     f"{m} {r['tv_over_range']:.2f}" for m, r in result["roughness"].items()), flush=True)
     m = machine()
     write_json("landscape", {"records": records, "machine": m, "radius": args.radius, "steps": args.steps})
-    rows = []
-    for bits in args.bits:
-        rs = [r for r in records if r["w_bits"] == bits]
-        row = [f"W{bits}A8"]
-        for metric in METRICS:
-            tv = statistics.mean(r["roughness"][metric]["tv_over_range"] for r in rs)
-            mins = statistics.mean(r["roughness"][metric]["local_minima"] for r in rs)
-            row.append(f"{tv:.2f} / {mins:.1f}")
-        span = statistics.mean(max(x["infonce"] for x in r["rows"]) - min(x["infonce"] for x in r["rows"]) for r in rs)
-        row.append(f"{span:.2e}")
-        rows.append(row)
-    sha = reference_model("deit_fmnist")["sha256"]
-    md = (f"## Loss landscape roughness (issue 8)\n\n`python -m benchmarks.landscape` — DeiT-shaped reference model "
-          f"(checkpoint `{sha[:8]}`), "
-          f"1-D sweeps s·(1 + a·d), a ∈ [−{args.radius}, {args.radius}] in {args.steps} steps, units {args.units}, "
-          f"direction seeds {args.directions} (means over {len(args.units) * len(args.directions)} curves per "
-          f"row). Cell = total variation / range (1 monotone, 2 one bowl, higher = more jagged) / interior local "
-          f"minima. top-1 on 2,000 test images (0.05-point steps). {machine_line(m)}\n\n"
-          + table(["bits", *METRICS, "infoNCE range"], rows)
-          + "\n\n" + " ".join(f"![W{b}]({'benchmarks/results'}/landscape_w{b}a8.png)" for b in args.bits))
+    md = section({"records": records, "machine": m, "radius": args.radius, "steps": args.steps})
     update_section("landscape", md)
     print(md)
 

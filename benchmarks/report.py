@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib
 import json
 import os
 import platform
+import statistics
 import subprocess
 from pathlib import Path
 from typing import Any, Callable
@@ -75,3 +77,160 @@ def record(name: str, data: dict[str, Any], args: argparse.Namespace,
     before = json.loads(before_path.read_text()) if before_path.exists() else None
     if not args.no_report:
         update_section(name, section(data, before))
+
+
+# ----------------------------------------------------------------------------------------- BENCHMARKS.md
+HEADER = ("# Benchmarks\n\nWritten wholly by `python -m benchmarks.report` from `benchmarks/results/*.json` (each "
+          "section names the script that measured it, its commit, machine and thread counts; the summary is "
+          "generated from the same records). Records measured on earlier reference checkpoints are in "
+          "BENCHMARKS_HISTORY.md.\n")
+HISTORY_MD = ROOT / "BENCHMARKS_HISTORY.md"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _with_before(module: str, name: str) -> Callable[[], str | None]:
+    def render() -> str | None:
+        data = _load(name)
+        if data is None:
+            return None
+        return importlib.import_module(f"benchmarks.{module}").section(data, _load(f"{name}_before"))
+    return render
+
+
+def _sections() -> dict[str, Callable[[], str | None]]:
+    """Section name → its markdown from the stored JSON (None: never measured), in BENCHMARKS.md order."""
+    mod = lambda name: importlib.import_module(f"benchmarks.{name}")  # noqa: E731 (they import this module)
+    acc, speed, land, exp, budget, gpu = (_load(n) for n in ("accuracy", "search_speed", "landscape", "export",
+                                                              "error_budget", "gpu_check"))
+    return {
+        "summary": summary,
+        "accuracy": lambda: acc and mod("accuracy").report(acc["records"]),
+        "error_budget": lambda: budget and mod("error_budget").report(budget["records"], budget["machine"]),
+        "search_speed": lambda: speed and mod("search_speed").section(speed),
+        "calibration_memory": _with_before("calibration_memory", "calibration_memory"),
+        "reference_parity": _with_before("reference_parity", "reference_parity"),
+        "export": lambda: exp and mod("export").report(exp["records"], exp["machine"]),
+        "landscape": lambda: land and mod("landscape").section(land),
+        "gpu": lambda: gpu and mod("gpu_report").benchmarks_md(gpu, gpu["commit"], gpu.get("date", "?")),
+    }
+
+
+def render_benchmarks() -> tuple[str, str]:
+    """(BENCHMARKS.md, BENCHMARKS_HISTORY.md) from the stored JSON."""
+    blocks = [HEADER]
+    for name, render in _sections().items():
+        md = render()
+        if md:
+            blocks.append(f"<!-- {name}:start -->\n{md.strip()}\n<!-- {name}:end -->\n")
+    acc = _load("accuracy")
+    history = "# Benchmark history\n\nWritten by `python -m benchmarks.report`.\n\n"
+    if acc is not None:
+        history += importlib.import_module("benchmarks.accuracy").history(acc["records"], acc.get("superseded", []))
+    return "\n".join(blocks), history.strip() + "\n"
+
+
+def _fmt_ci(g: dict[str, Any]) -> str:
+    low, high = g["delta_ci95"]
+    ci = f" [{low:+.2f}, {high:+.2f}]" if low is not None else ""
+    p = f", McNemar p = {g['mcnemar_p']:.2g}" if g.get("mcnemar_p") is not None else ""
+    return f"{g['delta_mean']:+.2f}{ci}{p}"
+
+
+def summary() -> str:
+    """The summary, generated from the records (every figure is in a section below)."""
+    lines = ["## Summary", "", "Every figure below is generated from the sections that follow."]
+    acc = _load("accuracy")
+    if acc is not None:
+        groups = importlib.import_module("benchmarks.accuracy").group_stats(acc["records"])
+        main = {k: g for k, g in groups.items() if k.startswith("suite=main|")}
+        if main:
+            recs = [r for r in acc["records"].values() if r["spec"]["suite"] == "main"]
+            lines += ["", "**Does the paper's search beat the calibrated init?** Top-1 on the 10,000 test images, "
+                      "Evol-Q − init paired over seeds (mean [95 % t interval], exact McNemar on per-image "
+                      "correctness pooled over seeds); a gain is claimed only where the interval excludes zero:", ""]
+            for k, g in sorted(main.items()):
+                spec = dict(part.split("=") for part in k.split("|"))
+                rs = [r for r in recs if r["spec"]["ref"] == spec["ref"] and str(r["spec"]["w_bits"]) == spec["w_bits"]]
+                init = statistics.mean(r["top1_init"] for r in rs)
+                evolq = statistics.mean(r["top1_evolq"] for r in rs)
+                verdict = "**gain**" if g["gain"] else "**loss**" if g["loss"] else "no claim (the interval holds 0)"
+                lines.append(f"- {spec['ref']} W{spec['w_bits']}A{spec['a_bits']} ({g['n_seeds']} seeds {g['seeds']}): "
+                             f"float {rs[0]['top1_float']:.2f}, init {init:.2f}, Evol-Q {evolq:.2f}; Δ {_fmt_ci(g)}: "
+                             f"{verdict}.")
+        embed = {k: g for k, g in groups.items() if "variant=embed|" in k + "|"}
+        if embed:
+            lines += ["", "Options beyond the paper (`variants` suite; chosen among on test top-1 before the "
+                      "validation split existed, so exploratory): the stem / patch-embed weight scales as a "
+                      "search unit (`search.include_embed`): " + "; ".join(
+                          f"{dict(p.split('=') for p in k.split('|'))['ref']} W{dict(p.split('=') for p in k.split('|'))['w_bits']}A8 "
+                          f"Δ {_fmt_ci(g)} ({g['n_seeds']} seeds)" for k, g in sorted(embed.items())) + "."]
+    budget = _load("error_budget")
+    if budget is not None:
+        parts = []
+        for name in sorted({r["model"] for r in budget["records"]}):
+            for bits in sorted({r["w_bits"] for r in budget["records"] if r["model"] == name}):
+                rs = [r for r in budget["records"] if r["model"] == name and r["w_bits"] == bits]
+                loss = rs[0]["top1_float"] - statistics.mean(r["top1_init"] for r in rs)
+                searched = statistics.mean(r["top1_searched_float"] - r["top1_init"] for r in rs)
+                embed_g = statistics.mean(r["top1_embed_float"] - r["top1_init"] for r in rs)
+                parts.append(f"{name} W{bits}A8: float − init {loss:.2f} points; attention weights (the paper's "
+                             f"search space) back to float {searched:+.2f}, stem / patch embed {embed_g:+.2f}")
+        lines += ["", "Error budget (one group of quantizers back to float at a time, so the groups do not add "
+                  "up):", "", *(f"- {p}." for p in parts)]
+    speed = _load("search_speed")
+    if speed is not None:
+        lines += ["", f"Search speed (CPU, {speed['machine']['torch_threads']} thread(s)): cached candidate "
+                  f"evaluation {speed['cached_over_full']:.2f} of a full forward; quantized forward "
+                  f"{speed['quant_over_float']:.2f}× float; whole search {speed['search_speedup']:.2f}× faster than "
+                  f"full-forward evaluation, same final scales: {speed['same_final_scales']}."]
+    mem = _load("calibration_memory")
+    if mem is not None:
+        live = f"; live tensor bytes {mem['live_calib_over_forward']:.2f}×" if "live_calib_over_forward" in mem else ""
+        lines += ["", f"Calibration memory ({mem['model']}, {mem['batches']} batches of {mem['batch']}): peak "
+                  f"{mem['measure'].replace('_', ' ')} {mem['calib_over_forward']:.2f}× a float forward{live}."]
+    parity = _load("reference_parity")
+    if parity is not None:
+        equal = [name for name, r in parity.items() if r["logits_bitwise_equal"]]
+        lines += ["", f"Parity with the published code: logits bit for bit equal on {', '.join(equal) or 'none'} "
+                  f"(of {len(parity)} models checked)."]
+    exp = _load("export")
+    if exp is not None:
+        rs = exp["records"]
+        lines += ["", "Export of searched checkpoints: onnxruntime argmax agreement with PyTorch "
+                  f"{min(min(r['onnx_basic']['argmax_agreement'], r['onnx_fused']['argmax_agreement']) for r in rs):.2f}–100 %, "
+                  f"safetensors identical logits; file size against the float weights: safetensors "
+                  + ", ".join(f"{r['model']} W{r['w_bits']} {r['safetensors_bytes'] / r['float_bytes']:.2f}×" for r in rs)
+                  + "; ONNX (fake-quant graph with float weights) "
+                  + ", ".join(f"{r['onnx_bytes'] / r['float_bytes']:.2f}×" for r in rs) + "."]
+    gpu = _load("gpu_check")
+    lines += ["", f"GPU: measured {gpu.get('date', '?')} at `{gpu['commit']}` on {gpu['environment']['device']} "
+              "(section below)." if gpu is not None else "GPU: not measured."]
+    demo = _load("demo")
+    if demo is not None:
+        lines += ["", f"Demo (`{demo['command']}`): {demo['wall_seconds'] / 60:.1f} min wall on {demo['machine']['cores']} "
+                  f"cores; float {demo['top1_float']:.2f}, init {demo['top1_init']:.2f}, Evol-Q {demo['top1_evolq']:.2f}."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Rewrite BENCHMARKS.md and BENCHMARKS_HISTORY.md from the stored JSON.")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the files differ from the regenerated ones")
+    args = parser.parse_args()
+    benchmarks, history = render_benchmarks()
+    if args.check:
+        stale = [p.name for p, text in ((BENCHMARKS_MD, benchmarks), (HISTORY_MD, history))
+                 if not p.exists() or p.read_text() != text]
+        if stale:
+            raise SystemExit(f"{', '.join(stale)} differ from `python -m benchmarks.report`; run it")
+        return
+    BENCHMARKS_MD.write_text(benchmarks)
+    HISTORY_MD.write_text(history)
+    print(f"wrote {BENCHMARKS_MD.name} and {HISTORY_MD.name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -41,6 +41,20 @@ def run_search(model, batches, cfg: SearchConfig, use_cache: bool) -> tuple[floa
     return time.perf_counter() - start, [u.get() for u in units]
 
 
+def section(data: dict) -> str:
+    rows = [["(a) cached / full-forward candidate evaluation (mean over 12 units)", f"{data['cached_over_full']:.3f}", "≤ 0.6"],
+            ["(b) quantized / float forward", f"{data['quant_over_float']:.2f}", "≤ 2.0 (CPU)"],
+            ["(c) search speed-up, cached vs full forward", f"{data['search_speedup']:.2f}×", "≥ 1.6×"],
+            ["same final scales in (c)", str(data["same_final_scales"]), "True"]]
+    return (f"## Search speed\n\n`python -m benchmarks.search_speed --calib {data['calib_images']} --passes "
+            f"{data['passes']}` — 12-block DeiT-shaped model (dim 64, 50 tokens, random weights), W4A8, "
+            f"{data['calib_images']} calibration images, P = {data['passes']}, K = 3. {machine_line(data['machine'])}"
+            "\n\n" + table(["measure", "measured", "target"], rows) +
+            f"\n\nRaw: full-forward evaluation {data['full_eval_seconds'] * 1e3:.1f} ms, float forward "
+            f"{data['float_forward_seconds'] * 1e3:.1f} ms, quantized forward {data['quant_forward_seconds'] * 1e3:.1f} ms, "
+            f"search {data['search_cached_seconds']:.1f} s cached vs {data['search_full_seconds']:.1f} s full.")
+
+
 @torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -77,15 +91,7 @@ def main() -> None:
             "calib_images": args.calib, "passes": args.passes, "model": "deit_tiny_patch16_224", "model_kwargs": KW,
             "machine": m}
     write_json("search_speed", data)
-    rows = [["(a) cached / full-forward candidate evaluation (mean over 12 units)", f"{data['cached_over_full']:.3f}", "≤ 0.6"],
-            ["(b) quantized / float forward", f"{data['quant_over_float']:.2f}", "≤ 2.0 (CPU)"],
-            ["(c) search speed-up, cached vs full forward", f"{data['search_speedup']:.2f}×", "≥ 1.6×"],
-            ["same final scales in (c)", str(same), "True"]]
-    md = (f"## Search speed (issue 3)\n\n`python -m benchmarks.search_speed --calib {args.calib} --passes {args.passes}` — "
-          f"12-block DeiT-shaped model (dim 64, 50 tokens, random weights), W4A8, {args.calib} calibration images, "
-          f"P = {args.passes}, K = 3. {machine_line(m)}\n\n" + table(["measure", "measured", "target"], rows) +
-          f"\n\nRaw: full-forward evaluation {full_eval * 1e3:.1f} ms, float forward {float_fwd * 1e3:.1f} ms, "
-          f"quantized forward {quant_fwd * 1e3:.1f} ms, search {t_cached:.1f} s cached vs {t_full:.1f} s full.")
+    md = section(data)
     update_section("search_speed", md)
     print(md)
 
