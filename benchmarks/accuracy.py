@@ -31,7 +31,7 @@ from evolq_pl.lightning import EvolQModule, FashionMNISTDataModule
 from evolq_pl.models.reference import reference_model
 from evolq_pl.quant import QuantConfig
 from evolq_pl.search import SearchConfig
-from evolq_pl.stats import paired_comparison, unpack_bits
+from evolq_pl.stats import compare_runs, describe, verdict
 
 MODELS = ("deit_fmnist", "levit_fmnist")
 # options beyond the paper, tried when the paper's search shows no gain (SearchConfig overrides)
@@ -105,22 +105,7 @@ def is_current(record: dict[str, Any]) -> bool:
 
 def paired(rs: list[dict[str, Any]]) -> dict[str, Any]:
     """Evol-Q against the calibrated init over a group's seeds (McNemar when every run stored correctness)."""
-    rs = sorted(rs, key=lambda r: r["spec"]["seed"])
-    correct = all("correct_init" in r and "correct_evolq" in r for r in rs)
-    bits = lambda field: [unpack_bits(r[field], r["images_init"]) for r in rs] if correct else ()  # noqa: E731
-    return paired_comparison([r["top1_init"] for r in rs], [r["top1_evolq"] for r in rs], bits("correct_init"),
-                             bits("correct_evolq"))
-
-
-def delta_cell(p: dict[str, Any]) -> str:
-    low, high = p["delta_ci95"]
-    return f"{p['delta_mean']:+.2f}" if p["n_seeds"] < 2 else f"{p['delta_mean']:+.2f} [{low:+.2f}, {high:+.2f}]"
-
-
-def verdict(p: dict[str, Any]) -> str:
-    if p["n_seeds"] < 2:
-        return "one seed: none"
-    return "gain" if p["gain"] else "loss" if p["loss"] else "no claim (CI holds 0)"
+    return compare_runs(sorted(rs, key=lambda r: r["spec"]["seed"]))
 
 
 def group_stats(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -172,7 +157,7 @@ def _rows(groups: dict[tuple, list[dict[str, Any]]]) -> list[list[Any]]:
         rho = [r["spearman_fitness_top1"] for r in rs if "spearman_fitness_top1" in r]
         out.append([ref, f"W{w}A{a}", sel, loss, len(rs), f"{rs[0]['top1_float']:.2f}",
                     mean_std([r["top1_init"] for r in rs]), mean_std([r["top1_evolq"] for r in rs]),
-                    delta_cell(p), f"{p['mcnemar_p']:.2g}" if "mcnemar_p" in p else "-", verdict(p),
+                    describe(p, mcnemar=False), f"{p['mcnemar_p']:.2g}" if "mcnemar_p" in p else "-", verdict(p),
                     f"{statistics.mean(df):.2e}", f"{rho[0]:.2f}" if rho else "-",
                     f"{statistics.mean(r['search_seconds'] for r in rs):.0f}"])
     return out
@@ -299,7 +284,7 @@ def main() -> None:
         stored["groups"] = group_stats(stored["records"])
         write_json("accuracy", stored)
     plot(stored["records"])
-    update_section("accuracy", report(stored["records"]))
+    update_section("accuracy")
     print(report(stored["records"]))
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ free PyTorch's CPU allocator reports to the profiler, summed in order): the CPU 
 free of what the C allocator keeps after a free (``live_calib_over_forward``; a second forward and calibration).
 
     python -m benchmarks.calibration_memory [--batch 100] [--batches 2] [--out PATH] [--no-report]
-    python -m benchmarks.calibration_memory --report-only   # BENCHMARKS.md from results/calibration_memory*.json
 
 ``results/calibration_memory_before.json``, when present, is the same measurement at an earlier commit (this
 script run in a checkout of it with ``--out``), shown as the "before" row.
@@ -121,15 +120,10 @@ def main() -> None:
     parser.add_argument("--model", default="vit_base_patch16_224")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--batches", type=int, default=2)
-    parser.add_argument("--report-only", action="store_true", help="write BENCHMARKS.md from the stored JSON")
     args = parser.parse_args()
-    if args.report_only:
-        data = json.loads((RESULTS / "calibration_memory.json").read_text())
-        args.out = RESULTS / "calibration_memory.json"  # rewritten unchanged
-    else:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        data = measure(args.model, args.batch, args.batches, device)
-    record("calibration_memory", data, args, section)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = measure(args.model, args.batch, args.batches, device)
+    record("calibration_memory", data, args)
     print(json.dumps({k: v for k, v in data.items() if k != "machine"}, indent=1))
 
 

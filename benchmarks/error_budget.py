@@ -98,7 +98,7 @@ def main() -> None:
     m = machine()
     write_json("error_budget", {"records": records, "machine": m})
     md = report(records, m)
-    update_section("error_budget", md)
+    update_section("error_budget")
     print(md)
 
 

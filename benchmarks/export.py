@@ -135,7 +135,7 @@ def main() -> None:
             print(rec, flush=True)
     m = machine()
     write_json("export", {"records": records, "machine": m})
-    update_section("export", report(records, m))
+    update_section("export")
 
 
 if __name__ == "__main__":

@@ -172,7 +172,7 @@ def main() -> None:
     res = merge([json.loads(r.read_text()) for r in a.runs])
     res.update(commit=a.commit, date=a.date)
     write_json("gpu_check", res)
-    update_section("gpu", benchmarks_md(res, a.commit, a.date))
+    update_section("gpu")
     update_readme(readme_md(res))
 
 

@@ -75,7 +75,7 @@ def main() -> None:
     m = machine()
     write_json("landscape", {"records": records, "machine": m, "radius": args.radius, "steps": args.steps})
     md = section({"records": records, "machine": m, "radius": args.radius, "steps": args.steps})
-    update_section("landscape", md)
+    update_section("landscape")
     print(md)
 
 

@@ -123,7 +123,7 @@ def main() -> None:
     if not (args.reference / "config_fq.py").is_file():
         parser.error(f"--reference={str(args.reference)!r}: not a checkout of enyac-group/evol-q (no config_fq.py)")
     data = {name: measure(args.reference, name) for name in MODELS}
-    record("reference_parity", data, args, section)
+    record("reference_parity", data, args)
     print(json.dumps({m: {k: v for k, v in r.items() if k != "machine"} for m, r in data.items()}, indent=1))
 
 

@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import torch
 
+from evolq_pl.stats import describe, verdict
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
@@ -39,16 +41,14 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
-def update_section(name: str, markdown: str) -> None:
-    """Replace (or append) the section between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n\nEvery number here was written by the script named in its section.\n"
-    block = f"{start}\n{markdown.strip()}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    BENCHMARKS_MD.write_text(text)
+def update_section(name: str) -> None:
+    """After a benchmark wrote results/<name>.json: rewrite BENCHMARKS.md (and its history file) wholly from
+    the stored JSON, so that every section and the summary stay what ``python -m benchmarks.report`` writes."""
+    benchmarks, history = render_benchmarks()
+    if f"<!-- {name}:start -->" not in benchmarks:
+        raise RuntimeError(f"section {name!r} is not among benchmarks.report's sections")
+    BENCHMARKS_MD.write_text(benchmarks)
+    HISTORY_MD.write_text(history)
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
@@ -65,18 +65,15 @@ def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
     return parser
 
 
-def record(name: str, data: dict[str, Any], args: argparse.Namespace,
-           section: Callable[[dict[str, Any], dict[str, Any] | None], str]) -> None:
-    """Write ``data`` (to ``--out`` or results/<name>.json) and, unless ``--no-report``, its BENCHMARKS.md section,
-    with results/<name>_before.json (the same measurement at an earlier commit), when present, as "before"."""
+def record(name: str, data: dict[str, Any], args: argparse.Namespace) -> None:
+    """Write ``data`` (to ``--out`` or results/<name>.json) and, unless ``--no-report``, BENCHMARKS.md (its
+    section shows results/<name>_before.json, the same measurement at an earlier commit, when present)."""
     if args.out is not None:
         args.out.write_text(json.dumps(data, indent=2) + "\n")
     else:
         write_json(name, data)
-    before_path = RESULTS / f"{name}_before.json"
-    before = json.loads(before_path.read_text()) if before_path.exists() else None
-    if not args.no_report:
-        update_section(name, section(data, before))
+    if not args.no_report and args.out is None:
+        update_section(name)
 
 
 # ----------------------------------------------------------------------------------------- BENCHMARKS.md
@@ -133,11 +130,27 @@ def render_benchmarks() -> tuple[str, str]:
     return "\n".join(blocks), history.strip() + "\n"
 
 
-def _fmt_ci(g: dict[str, Any]) -> str:
-    low, high = g["delta_ci95"]
-    ci = f" [{low:+.2f}, {high:+.2f}]" if low is not None else ""
-    p = f", McNemar p = {g['mcnemar_p']:.2g}" if g.get("mcnemar_p") is not None else ""
-    return f"{g['delta_mean']:+.2f}{ci}{p}"
+def _accuracy_summary(records: dict[str, dict[str, Any]]) -> list[str]:
+    accuracy = importlib.import_module("benchmarks.accuracy")
+    current = [r for r in records.values() if accuracy.is_current(r)]
+    lines = ["", "**Does the paper's search beat the calibrated init?** Top-1 on the 10,000 test images, Evol-Q − "
+             "init paired over seeds: mean [95 % t interval] and, where every run stored per-image correctness, "
+             "exact McNemar pooled over seeds (about these runs, not new seeds); a gain is claimed only where "
+             "the interval excludes zero:", ""]
+    for (ref, w, a, _, _), rs in sorted(accuracy._group(current, "main").items()):
+        p = accuracy.paired(rs)
+        mean = lambda f: statistics.mean(r[f] for r in rs)  # noqa: E731
+        lines.append(f"- {ref} W{w}A{a} (seeds {sorted(r['spec']['seed'] for r in rs)}): float "
+                     f"{rs[0]['top1_float']:.2f}, init {mean('top1_init'):.2f}, Evol-Q {mean('top1_evolq'):.2f}; "
+                     f"Δ {describe(p)}: {verdict(p)}.")
+    embed = {k: rs for k, rs in accuracy._group(current, "variants").items() if k[4].endswith("/ embed")}
+    if embed:
+        lines += ["", "Options beyond the paper (`variants` suite, exploratory: chosen among on test top-1 before the "
+                  "validation split existed): the stem / patch-embed weight scales as one more search unit "
+                  "(`search.include_embed`): " + "; ".join(
+                      f"{ref} W{w}A{a} Δ {describe(accuracy.paired(rs))} ({len(rs)} seeds)"
+                      for (ref, w, a, _, _), rs in sorted(embed.items())) + "."]
+    return lines
 
 
 def summary() -> str:
@@ -145,29 +158,7 @@ def summary() -> str:
     lines = ["## Summary", "", "Every figure below is generated from the sections that follow."]
     acc = _load("accuracy")
     if acc is not None:
-        groups = importlib.import_module("benchmarks.accuracy").group_stats(acc["records"])
-        main = {k: g for k, g in groups.items() if k.startswith("suite=main|")}
-        if main:
-            recs = [r for r in acc["records"].values() if r["spec"]["suite"] == "main"]
-            lines += ["", "**Does the paper's search beat the calibrated init?** Top-1 on the 10,000 test images, "
-                      "Evol-Q − init paired over seeds (mean [95 % t interval], exact McNemar on per-image "
-                      "correctness pooled over seeds); a gain is claimed only where the interval excludes zero:", ""]
-            for k, g in sorted(main.items()):
-                spec = dict(part.split("=") for part in k.split("|"))
-                rs = [r for r in recs if r["spec"]["ref"] == spec["ref"] and str(r["spec"]["w_bits"]) == spec["w_bits"]]
-                init = statistics.mean(r["top1_init"] for r in rs)
-                evolq = statistics.mean(r["top1_evolq"] for r in rs)
-                verdict = "**gain**" if g["gain"] else "**loss**" if g["loss"] else "no claim (the interval holds 0)"
-                lines.append(f"- {spec['ref']} W{spec['w_bits']}A{spec['a_bits']} ({g['n_seeds']} seeds {g['seeds']}): "
-                             f"float {rs[0]['top1_float']:.2f}, init {init:.2f}, Evol-Q {evolq:.2f}; Δ {_fmt_ci(g)}: "
-                             f"{verdict}.")
-        embed = {k: g for k, g in groups.items() if "variant=embed|" in k + "|"}
-        if embed:
-            lines += ["", "Options beyond the paper (`variants` suite; chosen among on test top-1 before the "
-                      "validation split existed, so exploratory): the stem / patch-embed weight scales as a "
-                      "search unit (`search.include_embed`): " + "; ".join(
-                          f"{dict(p.split('=') for p in k.split('|'))['ref']} W{dict(p.split('=') for p in k.split('|'))['w_bits']}A8 "
-                          f"Δ {_fmt_ci(g)} ({g['n_seeds']} seeds)" for k, g in sorted(embed.items())) + "."]
+        lines += _accuracy_summary(acc["records"])
     budget = _load("error_budget")
     if budget is not None:
         parts = []
@@ -220,15 +211,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Rewrite BENCHMARKS.md and BENCHMARKS_HISTORY.md from the stored JSON.")
     parser.add_argument("--check", action="store_true", help="exit 1 if the files differ from the regenerated ones")
     args = parser.parse_args()
-    benchmarks, history = render_benchmarks()
     if args.check:
+        benchmarks, history = render_benchmarks()
         stale = [p.name for p, text in ((BENCHMARKS_MD, benchmarks), (HISTORY_MD, history))
                  if not p.exists() or p.read_text() != text]
         if stale:
             raise SystemExit(f"{', '.join(stale)} differ from `python -m benchmarks.report`; run it")
         return
-    BENCHMARKS_MD.write_text(benchmarks)
-    HISTORY_MD.write_text(history)
+    update_section("summary")
     print(f"wrote {BENCHMARKS_MD.name} and {HISTORY_MD.name}")
 
 

@@ -92,7 +92,7 @@ def main() -> None:
             "machine": m}
     write_json("search_speed", data)
     md = section(data)
-    update_section("search_speed", md)
+    update_section("search_speed")
     print(md)
 
 

@@ -3,7 +3,7 @@ interval, and the exact McNemar test on per-image correctness pooled over seeds.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -42,6 +42,8 @@ def t_cdf(t: float, df: int) -> float:
 
 def t_quantile(p: float, df: int) -> float:
     """Inverse of ``t_cdf`` for 0.5 ≤ p < 1 (bisection to 1e-12)."""
+    if not 0.5 <= p < 1 or df < 1:
+        raise ValueError(f"t_quantile(p={p}, df={df}): needs 0.5 ≤ p < 1 and df ≥ 1")
     lo, hi = 0.0, 1e6
     for _ in range(200):
         mid = (lo + hi) / 2
@@ -52,6 +54,8 @@ def t_quantile(p: float, df: int) -> float:
 def paired_ci95(deltas: Sequence[float]) -> tuple[float, float, float]:
     """Mean of the paired differences and its 95 % t interval (sample std, ddof = 1); one value: no interval."""
     n = len(deltas)
+    if n == 0:
+        raise ValueError("paired_ci95: no paired differences (no seeds)")
     mean = math.fsum(deltas) / n
     if n < 2:
         return mean, math.nan, math.nan
@@ -78,10 +82,11 @@ def pack_bits(correct: Sequence[bool]) -> str:
     return "".join(f"{int(bits[i:i + 4], 2):x}" for i in range(0, len(bits), 4))
 
 
-def unpack_bits(text: str, n: int) -> list[bool]:
+def unpack_bits(text: str, n: int, field: str = "correct") -> list[bool]:
+    """Inverse of ``pack_bits``; ``field`` names the results.json entry in the error."""
+    if len(text) != (n + 3) // 4:
+        raise ValueError(f"{field}: {len(text)} hex digits, but {n} images need {(n + 3) // 4}")
     bits = "".join(f"{int(ch, 16):04b}" for ch in text)
-    if len(bits) < n or set(bits[n:]) - {"0"}:
-        raise ValueError(f"{len(text)} hex digits do not hold {n} images")
     return [b == "1" for b in bits[:n]]
 
 
@@ -89,13 +94,50 @@ def paired_comparison(base: Sequence[float], new: Sequence[float], base_correct:
                       new_correct: Sequence[Sequence[bool]] = ()) -> dict[str, object]:
     """``new`` against ``base`` (e.g. Evol-Q against the calibrated init), paired by seed: ``n_seeds``,
     ``delta_mean``, ``delta_ci95`` ([low, high]), ``gain`` (the interval lies above zero), and with per-image
-    correctness for every seed ``mcnemar_p`` and the pooled discordant counts."""
+    correctness for every seed ``mcnemar_p`` and the pooled discordant counts.
+
+    The McNemar test pools the same test images over seeds as if independent: its p-value speaks to these
+    runs (does Evol-Q's set of right answers differ from init's beyond chance?), not to new seeds; the
+    interval over seeds is what a gain is judged by."""
     deltas = [b - a for a, b in zip(base, new)]
     mean, low, high = paired_ci95(deltas)
+    # a zero-width interval (identical deltas) supports no claim: the seeds show no spread to judge by
+    spread = len(deltas) > 1 and high > low
     out: dict[str, object] = {"n_seeds": len(deltas), "delta_mean": mean, "delta_ci95": [low, high],
-                              "gain": bool(low > 0), "loss": bool(high < 0)}
+                              "gain": bool(spread and low > 0), "loss": bool(spread and high < 0)}
     if base_correct and len(base_correct) == len(new_correct) == len(deltas):
         only_base = sum(a and not b for ca, cb in zip(base_correct, new_correct) for a, b in zip(ca, cb))
         only_new = sum(b and not a for ca, cb in zip(base_correct, new_correct) for a, b in zip(ca, cb))
         out.update(mcnemar_p=mcnemar_exact(only_base, only_new), only_base=only_base, only_new=only_new)
     return out
+
+
+def compare_runs(runs: Sequence[dict[str, Any]]) -> dict[str, object] | None:
+    """Evol-Q against the calibrated init over results.json records of one setting (one per seed, in seed
+    order); McNemar where every run stored per-image correctness. None when a run lacks either top-1."""
+    if not runs or any(r.get("top1_init") is None or r.get("top1_evolq") is None for r in runs):
+        return None
+    stored = all("correct_init" in r and "correct_evolq" in r for r in runs)
+    bits = lambda f: [unpack_bits(r[f], r["images_init"], f) for r in runs] if stored else ()  # noqa: E731
+    return paired_comparison([r["top1_init"] for r in runs], [r["top1_evolq"] for r in runs],
+                             bits("correct_init"), bits("correct_evolq"))
+
+
+def verdict(p: dict[str, Any]) -> str:
+    """What a paired comparison supports, in words."""
+    if p["n_seeds"] < 2:
+        return "one seed: no interval, no claim"
+    if p["gain"]:
+        return "gain"
+    if p["loss"]:
+        return "loss"
+    low, high = p["delta_ci95"]
+    return "no claim (no spread over seeds)" if high == low else "no claim (the interval holds 0)"
+
+
+def describe(p: dict[str, Any], mcnemar: bool = True) -> str:
+    """Δ mean [95 % interval] (and McNemar p), as one phrase."""
+    low, high = p["delta_ci95"]
+    ci = f" [{low:+.2f}, {high:+.2f}]" if p["n_seeds"] > 1 else ""
+    mcnemar_text = f", McNemar p = {p['mcnemar_p']:.2g}" if mcnemar and p.get("mcnemar_p") is not None else ""
+    return f"{p['delta_mean']:+.2f}{ci}{mcnemar_text}"

@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from evolq_pl.stats import mcnemar_exact, pack_bits, paired_ci95, paired_comparison, t_quantile, unpack_bits
+from evolq_pl.stats import (mcnemar_exact, pack_bits, paired_ci95, paired_comparison, t_quantile, unpack_bits,
+                            verdict)
 
 
 @pytest.mark.parametrize("df, expected", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (29, 2.0452)])
@@ -29,8 +30,8 @@ def test_bits_round_trip_and_refuse_a_wrong_count():
     flags = [True, False, True, True, False, False, True]
     assert pack_bits(flags) == "b2"  # 1011 0010 (padded)
     assert unpack_bits("b2", 7) == flags
-    with pytest.raises(ValueError, match="do not hold 9 images"):
-        unpack_bits("b2", 9)
+    with pytest.raises(ValueError, match="correct_init: 2 hex digits, but 9 images need 3"):
+        unpack_bits("b2", 9, "correct_init")
 
 
 def test_paired_comparison_claims_a_gain_only_when_the_interval_excludes_zero():
@@ -41,3 +42,7 @@ def test_paired_comparison_claims_a_gain_only_when_the_interval_excludes_zero():
     assert (out["only_new"], out["only_base"]) == (2, 0) and out["mcnemar_p"] == pytest.approx(0.5)
     mixed = paired_comparison([50.0, 50.0, 50.0], [51.0, 49.0, 50.5])
     assert not mixed["gain"] and not mixed["loss"] and "mcnemar_p" not in mixed
+    assert verdict(mixed) == "no claim (the interval holds 0)"
+    same = paired_comparison([50.0, 60.0], [51.0, 61.0])  # identical deltas: a zero-width interval
+    assert not same["gain"] and verdict(same) == "no claim (no spread over seeds)"
+    assert verdict(paired_comparison([50.0], [60.0])) == "one seed: no interval, no claim"

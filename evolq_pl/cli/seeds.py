@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from evolq_pl.cli.argv import command_parser
-from evolq_pl.stats import paired_comparison, unpack_bits
+from evolq_pl.stats import compare_runs, describe, verdict
 
 # arguments the seeds command sets for every seed itself
 SEED_OWNED = ("--run_dir", "--ckpt_path", "--model.init_args.search.seed", "--data.init_args.seed", "--seed_everything")
@@ -180,34 +180,20 @@ def summarise(out: Path, seeds: list[int]) -> dict[str, Any]:
     for r in rows:
         lines.append(f"| {r['metric']} | {r['mean']:.4g} ± {r['std']:.2g} | "
                      + " | ".join(f"{r[f'seed{s}']:.4g}" for s in seeds) + " |")
-    lines += ["", "std: sample standard deviation over seeds (ddof = 1).", "", paired_line(paired(runs, seeds)),
+    paired = compare_runs([runs[s] for s in seeds])
+    lines += ["", "std: sample standard deviation over seeds (ddof = 1).", "", paired_line(paired),
               "Per-seed files: " + ", ".join(str(seed_dir(out, s) / "results.json") for s in seeds)]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
-    return {"rows": rows, "runs": runs, "paired": paired(runs, seeds)}
-
-
-def paired(runs: dict[int, dict[str, Any]], seeds: list[int]) -> dict[str, Any] | None:
-    """Evol-Q against the calibrated init, paired by seed (McNemar where every run stored per-image correctness);
-    None when a run lacks either top-1."""
-    rs = [runs[s] for s in seeds]
-    if any(r.get("top1_init") is None or r.get("top1_evolq") is None for r in rs):
-        return None
-    correct = all("correct_init" in r and "correct_evolq" in r for r in rs)
-    n = [r.get("images_init", 0) for r in rs]
-    return paired_comparison([r["top1_init"] for r in rs], [r["top1_evolq"] for r in rs],
-                             [unpack_bits(r["correct_init"], k) for r, k in zip(rs, n)] if correct else (),
-                             [unpack_bits(r["correct_evolq"], k) for r, k in zip(rs, n)] if correct else ())
+    return {"rows": rows, "runs": runs, "paired": paired}
 
 
 def paired_line(p: dict[str, Any] | None) -> str:
     if p is None:
         return "No paired comparison: a run lacks the init or the Evol-Q top-1."
-    low, high = p["delta_ci95"]
-    verdict = "a gain" if p["gain"] else "a loss" if p["loss"] else "no claim either way (the interval holds 0)"
-    mcnemar = f"; exact McNemar p = {p['mcnemar_p']:.3g} ({p['only_new']} images only Evol-Q gets right, " \
-              f"{p['only_base']} only init)" if "mcnemar_p" in p else ""
-    return (f"Evol-Q − init, top-1, paired over {p['n_seeds']} seeds: {p['delta_mean']:+.2f} points, 95 % CI "
-            f"[{low:+.2f}, {high:+.2f}] (t, ddof = 1){mcnemar}: {verdict}.")
+    counts = f" ({p['only_new']} images only Evol-Q gets right, {p['only_base']} only init, pooled over " \
+             "seeds)" if "mcnemar_p" in p else ""
+    return (f"Evol-Q − init, top-1, paired over {p['n_seeds']} seeds (mean [95 % t interval, ddof = 1]): "
+            f"{describe(p)}{counts}: {verdict(p)}.")
 
 
 def main(argv: list[str] | None = None) -> None:

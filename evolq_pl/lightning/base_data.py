@@ -29,6 +29,12 @@ class EvolQDataModule(L.LightningDataModule):
 
     search_steps: list[tuple[int, int]] | None = None
     holdout_size: int = 0  # held-out train images (for selection='holdout'), disjoint from calibration
+    val_size: int = 0  # the validation split of train (choices are made on it)
+    eval_split: str = "test"  # what eval_dataloader reads: "test", or "val" (the validation split)
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit":
+            self.search_steps = None  # the next fit (e.g. classifier training) reads images again
 
     def calibration_data(self) -> CalibrationData:
         raise NotImplementedError

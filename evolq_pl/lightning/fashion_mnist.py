@@ -77,8 +77,9 @@ class FashionMNISTDataModule(EvolQDataModule):
         calib_size: number of calibration images, a seeded subset of train.
         calib_batch_size: calibration batch size (the fitness is averaged per batch).
         holdout_size: optional held-out train images, disjoint from calibration (0 = none).
-        val_size: a validation split of the train images, the same for every seed, disjoint from calibration,
-            held-out and classifier-training images (0 = none). Every choice is made on it.
+        val_size: a validation split of the train images, the same for every seed, disjoint from calibration
+            and held-out images, and from classifier training run with the same ``val_size`` (0 = none; the
+            shipped reference models were trained on all 60,000). Every choice is made on it.
         eval_split: what ``eval_dataloader`` (final numbers, classifier validation) reads: ``test`` or ``val``
             (the validation split, for making choices).
         eval_size: evaluate on the first ``eval_size`` images of the evaluation split (None = all).

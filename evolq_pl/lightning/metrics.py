@@ -17,7 +17,7 @@ def topk_metrics(num_classes: int, device: torch.device | str = "cpu") -> dict[s
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int,
-             device: torch.device | str = "cpu") -> dict[str, float | str]:
+             device: torch.device | str = "cpu") -> dict[str, float | int | str]:
     """Accuracy in percent, {"top1": …, "top5": …}; "correct": which images top-1 gets right, in loader order
     (``evolq_pl.stats.pack_bits``; for paired tests between two models on the same images), of "images"."""
     metrics = topk_metrics(num_classes, device)

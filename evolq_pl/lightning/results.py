@@ -62,7 +62,7 @@ def search_results(settings: dict[str, Any], driver: SearchDriver, recorder: "Ca
     q, s = settings["quant"], driver.config
     results = {
         "model": settings["model"], "w_bits": q["w_bits"], "a_bits": q["a_bits"], "seed": s.seed,
-        "calib_size": settings["calib_size"], "loss": s.loss, "selection": settings["selection"], "passes": s.passes,
+        "calib_size": settings["calib_size"], "eval_split": settings["eval_split"], "loss": s.loss, "selection": settings["selection"], "passes": s.passes,
         "fitness_init": driver.fitness_init, "fitness_final": driver.fitness, "evaluations": driver.evaluations,
         "rejected": driver.search.rejected, "search_seconds": driver.seconds, "matmul_precision": matmul_precision,
         "peak_memory_bytes": peak_bytes, "settings": settings,
@@ -77,9 +77,11 @@ def search_results(settings: dict[str, Any], driver: SearchDriver, recorder: "Ca
 
 def run_settings(module: "EvolQModule") -> dict[str, Any]:
     """What makes two runs comparable (``seeds`` refuses to average runs whose settings differ)."""
+    dm = module.datamodule()
     return {"model": module.model_name, "model_kwargs": module.model_kwargs, "quant": asdict(module.quant_cfg),
             "search": search_identity(module.search_cfg.to_dict()), "selection": module.selection,
-            "calib_size": sum(len(b) for b in module.calibration().batches())}
+            "calib_size": sum(len(b) for b in module.calibration().batches()),
+            "eval_split": getattr(dm, "eval_split", "test"), "val_size": getattr(dm, "val_size", 0)}
 
 
 def final_results(module: "EvolQModule") -> dict[str, Any]:
@@ -141,7 +143,8 @@ def format_results(r: dict[str, Any]) -> str:
         rows.append((label, num(r.get(f"top1_{key}"), 2), num(r.get(f"top5_{key}"), 2), fit))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     head = f"{r['model']} W{r['w_bits']}A{r['a_bits']} seed {r['seed']} ({r['evaluations']} evaluations, " \
-           f"{r['search_seconds']:.1f} s search, selection={r['selection']})"
+           f"{r['search_seconds']:.1f} s search, selection={r['selection']}; top-1 on the " \
+           f"{r.get('eval_split', 'test')} split, {r.get('images_evolq', '?')} images)"
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
     return "\n".join([*([r["note"]] if r.get("note") else []), head, *lines])
 

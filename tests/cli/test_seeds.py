@@ -10,9 +10,9 @@ from tests.cli.test_trainer_cli import ROOT, tiny_config
 
 
 def test_summarise_by_hand(tmp_path):
-    # 4 test images; per seed (init, Evol-Q) top-1 and correctness: seed 0 75 → 100 (image 3 only Evol-Q),
-    # seed 1 50 → 75 (image 2 only Evol-Q): deltas +25, +25, so sd 0 and the interval is [25, 25]
-    for seed, init, top1, ci, ce in ((0, 75.0, 100.0, "e", "f"), (1, 50.0, 75.0, "c", "e")):
+    # 4 test images; per seed (init, Evol-Q) top-1 and correctness (hex, first image in the highest bit):
+    # seed 0 75 → 100 (image 3 only Evol-Q), seed 1 25 → 75 (images 1, 2 only Evol-Q): deltas +25, +50
+    for seed, init, top1, ci, ce in ((0, 75.0, 100.0, "e", "f"), (1, 25.0, 75.0, "8", "e")):
         (tmp_path / f"seed{seed}").mkdir()
         (tmp_path / f"seed{seed}" / "results.json").write_text(json.dumps(
             {"model": "m", "w_bits": 4, "a_bits": 8, "top1_init": init, "top1_evolq": top1, "fitness_init": 2.0,
@@ -22,10 +22,13 @@ def test_summarise_by_hand(tmp_path):
     assert rows["top1_evolq"]["mean"] == 87.5 and rows["top1_evolq"]["std"] == pytest.approx(12.5 * 2**0.5)
     text = (tmp_path / "summary.md").read_text()
     assert "| top1_evolq | 87.5 ± 18 | 100 | 75 |" in text
-    # 2 discordant images, both for Evol-Q: exact McNemar p = 2·(1/2)² = 0.5
-    assert summary["paired"]["mcnemar_p"] == pytest.approx(0.5) and summary["paired"]["delta_ci95"] == [25.0, 25.0]
-    assert "+25.00 points, 95 % CI [+25.00, +25.00]" in text and "p = 0.5 (2 images only Evol-Q" in text
-    assert (tmp_path / "summary.csv").read_text().startswith("metric,mean,std,seed0,seed1")
+    # mean 37.5, sd 25/√2, half-width t(0.975, 1)·sd/√2 = 12.7062·12.5 = 158.83; 3 discordant images, all for
+    # Evol-Q: exact McNemar p = 2·(1/2)³ = 0.25
+    p = summary["paired"]
+    assert p["mcnemar_p"] == pytest.approx(0.25) and (p["only_new"], p["only_base"]) == (3, 0)
+    assert p["delta_ci95"] == pytest.approx([37.5 - 158.8275, 37.5 + 158.8275], abs=1e-3)
+    assert "+37.50 [-121.33, +196.33], McNemar p = 0.25 (3 images only Evol-Q" in text
+    assert "no claim (the interval holds 0)" in text
 
 
 def test_seeds_command_two_seeds_cpu(tmp_path, fashion_mnist_available):

@@ -52,10 +52,14 @@ def scales(m: EvolQModule) -> list[torch.Tensor]:
     return [u.get() for u in m.units]
 
 
-def test_fit_writes_results_and_never_worsens(tmp_path):
-    m = make_module(output_dir=str(tmp_path))
-    trainer(tmp_path, enable_checkpointing=False).fit(m, datamodule=RandomImages())
+def test_fit_writes_results_and_never_worsens(tmp_path, capsys):
+    m = make_module(output_dir=str(tmp_path), note="what this run shows")
+    data = RandomImages()
+    trainer(tmp_path, enable_checkpointing=False).fit(m, datamodule=data)
     r = json.loads((tmp_path / "results.json").read_text())
+    assert r["note"] == "what this run shows" and capsys.readouterr().out.splitlines()[0] == "what this run shows"
+    assert r["eval_split"] == "test" and r["images_evolq"] == 64 and len(r["correct_evolq"]) == 16
+    assert data.search_steps is None  # handed back at the end of fit
     for key in ("model", "w_bits", "a_bits", "seed", "calib_size", "fitness_init", "fitness_final", "top1_float",
                 "top1_init", "top1_evolq", "top5_float", "top5_init", "top5_evolq", "evaluations", "search_seconds"):
         assert key in r
@@ -157,6 +161,15 @@ def test_results_json_is_strict_and_survives_a_failed_evaluation(tmp_path):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["evaluations"] == 3 * len(m.units) and "top1_evolq" in results
     assert set(results["missing"]) == {"float", "init"} and "disk vanished" in results["missing"]["float"]
+
+
+def test_a_datamodule_that_is_not_an_evolq_one_is_refused_naming_it(tmp_path):
+    class Plain(L.LightningDataModule):
+        def train_dataloader(self):
+            return DataLoader(TensorDataset(torch.zeros(2, 1)), batch_size=1)
+
+    with pytest.raises(TypeError, match="data: Plain is not an EvolQDataModule .* accepted: FashionMNISTDataModule"):
+        trainer(tmp_path, enable_checkpointing=False).fit(make_module(output_dir=str(tmp_path)), datamodule=Plain())
 
 
 def test_a_restored_module_is_never_recalibrated():

@@ -117,3 +117,17 @@ def test_calibration_builds_no_autograd_graph(outer):
         calibrate(m, [torch.randn(3, 4), torch.randn(3, 4)])
     assert seen == [(False, False), (False, False)]
     assert not m[0].weight_quantizer.scale.is_inference()
+
+
+def test_scales_loaded_puts_the_current_scales_back_even_after_an_error():
+    from evolq_pl.quant import scales_loaded, snapshot_scales
+
+    m = _tiny()
+    calibrate(m, [torch.randn(5, 4)])
+    current = snapshot_scales(m)
+    other = {k: v * 2 for k, v in current.items()}
+    with pytest.raises(KeyError):
+        with scales_loaded(m, other):
+            assert torch.equal(m[0].weight_quantizer.scale, other["0.weight_quantizer"])
+            raise KeyError("boom")
+    assert torch.equal(m[0].weight_quantizer.scale, current["0.weight_quantizer"])
