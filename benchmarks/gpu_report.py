@@ -13,9 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import ROOT, table, update_section, write_json
+from benchmarks.report import README_MD, replace_block, table, update_section, write_json
 
-README_MD = ROOT / "README.md"
 
 
 def measured(part: Any) -> bool:
@@ -156,11 +155,7 @@ def readme_md(res: dict[str, Any]) -> str:
 
 
 def update_readme(markdown: str) -> None:
-    start, end = "<!-- gpu_times:start -->", "<!-- gpu_times:end -->"
-    text = README_MD.read_text()
-    if start not in text or end not in text:
-        raise SystemExit(f"README.md has no {start} … {end} block")
-    README_MD.write_text(text[: text.index(start)] + f"{start}\n{markdown.strip()}\n{end}" + text[text.index(end) + len(end):])
+    README_MD.write_text(replace_block(README_MD.read_text(), "gpu_times", markdown))
 
 
 def main() -> None:

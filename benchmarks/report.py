@@ -19,6 +19,15 @@ from evolq_pl.stats import describe, verdict
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+README_MD = ROOT / "README.md"
+
+
+def replace_block(text: str, name: str, markdown: str) -> str:
+    """``text`` with the block between ``<!-- name:start -->`` and ``<!-- name:end -->`` replaced."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start not in text or end not in text:
+        raise RuntimeError(f"no {start} … {end} block")
+    return text[: text.index(start)] + f"{start}\n{markdown.strip()}\n{end}" + text[text.index(end) + len(end):]
 
 
 def machine() -> dict[str, Any]:
@@ -49,6 +58,7 @@ def update_section(name: str) -> None:
         raise RuntimeError(f"section {name!r} is not among benchmarks.report's sections")
     BENCHMARKS_MD.write_text(benchmarks)
     HISTORY_MD.write_text(history)
+    README_MD.write_text(render_readme())
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
@@ -153,6 +163,23 @@ def _accuracy_summary(records: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def render_readme() -> str:
+    """README.md with its headline block (the accuracy verdicts and the demo) regenerated."""
+    acc, demo = _load("accuracy"), _load("demo")
+    lines = _accuracy_summary(acc["records"])[1:] if acc is not None else ["Accuracy: not measured."]
+    if demo is not None:
+        lines += ["", _demo_line(demo)]
+    return replace_block(README_MD.read_text(), "headline", "\n".join(lines))
+
+
+def _demo_line(demo: dict[str, Any]) -> str:
+    minutes, seconds = divmod(round(demo["wall_seconds"]), 60)
+    return (f"The demo (`{demo['command']}`) took {minutes} min {seconds:02d} s wall on {demo['machine']['cores']} "
+            f"CPU cores at `{demo['machine']['commit']}`: {demo['model']} W{demo['w_bits']}A{demo['a_bits']} seed "
+            f"{demo['seed']}, float {demo['top1_float']:.2f}, init {demo['top1_init']:.2f}, Evol-Q "
+            f"{demo['top1_evolq']:.2f} top-1 (one seed: an example, not a result).")
+
+
 def summary() -> str:
     """The summary, generated from the records (every figure is in a section below)."""
     lines = ["## Summary", "", "Every figure below is generated from the sections that follow."]
@@ -202,8 +229,7 @@ def summary() -> str:
               "(section below)." if gpu is not None else "GPU: not measured."]
     demo = _load("demo")
     if demo is not None:
-        lines += ["", f"Demo (`{demo['command']}`): {demo['wall_seconds'] / 60:.1f} min wall on {demo['machine']['cores']} "
-                  f"cores; float {demo['top1_float']:.2f}, init {demo['top1_init']:.2f}, Evol-Q {demo['top1_evolq']:.2f}."]
+        lines += ["", _demo_line(demo)]
     return "\n".join(lines)
 
 
@@ -213,13 +239,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.check:
         benchmarks, history = render_benchmarks()
-        stale = [p.name for p, text in ((BENCHMARKS_MD, benchmarks), (HISTORY_MD, history))
+        stale = [p.name for p, text in ((BENCHMARKS_MD, benchmarks), (HISTORY_MD, history), (README_MD, render_readme()))
                  if not p.exists() or p.read_text() != text]
         if stale:
             raise SystemExit(f"{', '.join(stale)} differ from `python -m benchmarks.report`; run it")
         return
     update_section("summary")
-    print(f"wrote {BENCHMARKS_MD.name} and {HISTORY_MD.name}")
+    print(f"wrote {BENCHMARKS_MD.name}, {HISTORY_MD.name} and README.md's headline block")
 
 
 if __name__ == "__main__":
