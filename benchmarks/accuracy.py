@@ -26,7 +26,7 @@ from typing import Any
 
 import lightning as L
 
-from benchmarks.report import RESULTS, machine, machine_line, table, update_section, write_json
+from benchmarks.report import RESULTS, machine, table, update_section, write_json
 from evolq_pl.lightning import EvolQModule, FashionMNISTDataModule
 from evolq_pl.models.reference import reference_model
 from evolq_pl.quant import QuantConfig

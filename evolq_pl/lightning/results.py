@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from pathlib import Path
 from contextlib import AbstractContextManager
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import torch
@@ -62,7 +62,8 @@ def search_results(settings: dict[str, Any], driver: SearchDriver, recorder: "Ca
     q, s = settings["quant"], driver.config
     results = {
         "model": settings["model"], "w_bits": q["w_bits"], "a_bits": q["a_bits"], "seed": s.seed,
-        "calib_size": settings["calib_size"], "eval_split": settings["eval_split"], "loss": s.loss, "selection": settings["selection"], "passes": s.passes,
+        "calib_size": settings["calib_size"], "eval_split": settings["eval_split"], "loss": s.loss,
+        "selection": settings["selection"], "passes": s.passes,
         "fitness_init": driver.fitness_init, "fitness_final": driver.fitness, "evaluations": driver.evaluations,
         "rejected": driver.search.rejected, "search_seconds": driver.seconds, "matmul_precision": matmul_precision,
         "peak_memory_bytes": peak_bytes, "settings": settings,
