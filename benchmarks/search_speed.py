@@ -1,11 +1,16 @@
-"""Search speed on a 12-block DeiT-shaped model (random weights), measured side by side in one run:
+"""Search speed on a 12-block DeiT-shaped model (random weights), eager and compiled side by side in one run,
+with torch pinned to 1 and then 2 threads:
 
 (a) cached candidate evaluation / full-forward evaluation, averaged over units (target ≤ 0.6);
-(b) quantized forward / float forward (target ≤ 2.0 on CPU);
-(c) whole search with prefix caching vs the same search with full-forward evaluation (same seed; the final
-    scales must be identical) — target ≥ 1.6× faster.
+(b) quantized / float forward: eager (target ≤ 2.0 on CPU) and compiled with inductor (target ≤ 1.3);
+(c) whole search: eager with prefix caching vs eager full-forward evaluation (target ≥ 1.6×), and compiled with
+    caching vs eager full forward, its cold compile warm-up included (target ≥ 2.5×); every search must end on
+    the same scales.
 
-    python -m benchmarks.search_speed [--calib 200] [--passes 2]
+    python -m benchmarks.search_speed [--calib 200] [--passes 2] [--repeats 5] [--threads 1 2]
+
+Forward timings: median of ``--repeats`` after a warm-up, with the spread (min–max); searches run once each.
+Inductor's on-disk caches are off, so ``compile_seconds`` is a cold compile.
 """
 from __future__ import annotations
 
@@ -13,87 +18,140 @@ import argparse
 import copy
 import statistics
 import time
+from typing import Any, Callable
 
 import torch
 
 from benchmarks.report import machine, machine_line, table, update_section, write_json
 from evolq_pl import QuantConfig, calibrate, create_quant_model, search_units
 from evolq_pl.models.factory import create_float_model
-from tests.helpers import randomize_
 from evolq_pl.search import FitnessEvaluator, SearchConfig, SearchDriver
+from tests.helpers import randomize_
 
 KW = dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=64, depth=12, num_heads=4)
+TARGETS = {"cached_over_full": "≤ 0.6", "quant_over_float": "≤ 2.0 (CPU)", "compiled_quant_over_float": "≤ 1.3 (CPU)",
+           "search_speedup": "≥ 1.6×", "compiled_search_speedup": "≥ 2.5×", "same_final_scales": "True"}
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
+def timed(fn: Callable[[], Any], repeats: int) -> dict[str, float]:
+    """Median and spread of ``repeats`` timings after one warm-up call."""
+    fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
-def run_search(model, batches, cfg: SearchConfig, use_cache: bool) -> tuple[float, list[torch.Tensor]]:
+def run_search(model, batches, cfg: SearchConfig, use_cache: bool) -> tuple[float, list[torch.Tensor], float]:
+    """(seconds, final scales, compile warm-up seconds) of one search from the model's current scales."""
+    torch._dynamo.reset()
     units, start = search_units(model), time.perf_counter()
-    SearchDriver(units, cfg, FitnessEvaluator(model, batches, cfg, use_cache=use_cache)).run()
-    return time.perf_counter() - start, [u.get() for u in units]
+    evaluator = FitnessEvaluator(model, batches, cfg, use_cache=use_cache)
+    SearchDriver(units, cfg, evaluator).run()
+    return time.perf_counter() - start, [u.get() for u in units], evaluator.compile_seconds
+
+
+def measure(model, float_model, batches: list[torch.Tensor], passes: int, repeats: int) -> dict[str, Any]:
+    """Every timing at the current torch thread count."""
+    eager_cfg, compiled_cfg = SearchConfig(passes=passes, compile_backend=None), \
+        SearchConfig(passes=passes, compile_backend="inductor")
+    ev = FitnessEvaluator(model, batches, eager_cfg)
+    full = timed(lambda: ev(), repeats)
+    ratios = [timed(lambda: ev(unit), repeats)["median"] / full["median"] for unit in search_units(model)]
+    float_fwd = timed(lambda: [float_model(b) for b in batches], repeats)
+    quant_fwd = timed(lambda: [model(b) for b in batches], repeats)
+    torch._dynamo.reset()
+    compiled_ev = FitnessEvaluator(model, batches, compiled_cfg)
+    compiled_fwd = timed(lambda: compiled_ev.outputs(), repeats)  # the warm-up call compiles every stage
+
+    start_state = copy.deepcopy(model.state_dict())
+    runs = {}
+    for name, cfg, cache in (("eager_cached", eager_cfg, True), ("eager_full", eager_cfg, False),
+                             ("compiled_cached", compiled_cfg, True)):
+        model.load_state_dict(start_state)
+        runs[name] = run_search(model, batches, cfg, cache)
+    model.load_state_dict(start_state)
+    scales = [r[1] for r in runs.values()]
+    return {
+        "cached_over_full": statistics.mean(ratios), "cached_over_full_per_unit": ratios,
+        "quant_over_float": quant_fwd["median"] / float_fwd["median"],
+        "compiled_quant_over_float": compiled_fwd["median"] / float_fwd["median"],
+        "search_speedup": runs["eager_full"][0] / runs["eager_cached"][0],
+        "compiled_search_speedup": runs["eager_full"][0] / runs["compiled_cached"][0],
+        "compile_seconds": runs["compiled_cached"][2],
+        "same_final_scales": all(torch.equal(a, b) for other in scales[1:] for a, b in zip(scales[0], other)),
+        "seconds": {"full_eval": full, "float_forward": float_fwd, "quant_forward": quant_fwd,
+                    "compiled_quant_forward": compiled_fwd,
+                    **{f"search_{name}": r[0] for name, r in runs.items()}},
+    }
+
+
+def _fmt(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    return f"{value:.2f}×" if "speedup" in key else f"{value:.1f} s" if key == "compile_seconds" else f"{value:.2f}"
 
 
 def section(data: dict) -> str:
-    rows = [["(a) cached / full-forward candidate evaluation (mean over 12 units)", f"{data['cached_over_full']:.3f}", "≤ 0.6"],
-            ["(b) quantized / float forward", f"{data['quant_over_float']:.2f}", "≤ 2.0 (CPU)"],
-            ["(c) search speed-up, cached vs full forward", f"{data['search_speedup']:.2f}×", "≥ 1.6×"],
-            ["same final scales in (c)", str(data["same_final_scales"]), "True"]]
+    threads = sorted(data["by_threads"], key=int)
+    labels = {"cached_over_full": "(a) cached / full-forward candidate evaluation (mean over 12 units)",
+              "quant_over_float": "(b) quantized / float forward, eager",
+              "compiled_quant_over_float": "(b) quantized / float forward, compiled (inductor)",
+              "search_speedup": "(c) search speed-up, eager cached vs eager full forward",
+              "compiled_search_speedup": "(c) search speed-up, compiled cached (warm-up included) vs eager full",
+              "compile_seconds": "compile warm-up (cold, in the compiled search)",
+              "same_final_scales": "the three searches end on the same scales"}
+    rows = [[label, *(_fmt(k, data["by_threads"][t][k]) for t in threads), TARGETS.get(k, "-")]
+            for k, label in labels.items()]
+    raw = []
+    for t in threads:
+        s = data["by_threads"][t]["seconds"]
+        spread = lambda x: f"{x['median'] * 1e3:.0f} ms ({x['min'] * 1e3:.0f}–{x['max'] * 1e3:.0f})"  # noqa: E731
+        raw.append(f"{t} thread{'s' if t != '1' else ''}: float forward {spread(s['float_forward'])}, quantized "
+                   f"eager {spread(s['quant_forward'])}, compiled {spread(s['compiled_quant_forward'])}; searches "
+                   f"{s['search_eager_full']:.1f} s eager full, {s['search_eager_cached']:.1f} s eager cached, "
+                   f"{s['search_compiled_cached']:.1f} s compiled cached.")
     return (f"## Search speed\n\n`python -m benchmarks.search_speed --calib {data['calib_images']} --passes "
-            f"{data['passes']}` — 12-block DeiT-shaped model (dim 64, 50 tokens, random weights), W4A8, "
-            f"{data['calib_images']} calibration images, P = {data['passes']}, K = 3. {machine_line(data['machine'])}"
-            "\n\n" + table(["measure", "measured", "target"], rows) +
-            f"\n\nRaw: full-forward evaluation {data['full_eval_seconds'] * 1e3:.1f} ms, float forward "
-            f"{data['float_forward_seconds'] * 1e3:.1f} ms, quantized forward {data['quant_forward_seconds'] * 1e3:.1f} ms, "
-            f"search {data['search_cached_seconds']:.1f} s cached vs {data['search_full_seconds']:.1f} s full.")
+            f"{data['passes']} --repeats {data['repeats']}` — 12-block DeiT-shaped model (dim 64, 50 tokens, random "
+            f"weights), W4A8, {data['calib_images']} calibration images, P = {data['passes']}, K = 3; torch pinned "
+            f"to each thread count in turn; forward ratios are medians of {data['repeats']} timings (raw: median "
+            f"and min–max). Compiled and eager give the same bits (tests/search/test_compiled.py). "
+            f"{machine_line(data['machine'])}\n\n"
+            + table(["measure", *(f"{t} thread{'s' if t != '1' else ''}" for t in threads), "target"], rows)
+            + "\n\nRaw: " + " ".join(raw))
 
 
 @torch.no_grad()
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calib", type=int, default=200)
     parser.add_argument("--passes", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
+    if args.repeats < 5:
+        parser.error(f"--repeats {args.repeats}: at least 5 (medians with a spread)")
+    torch._inductor.config.force_disable_caches = True  # cold compiles: what a first run pays
     x = torch.randn(args.calib, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     batches = list(x.split(100))
-    float_model = randomize_(create_float_model("deit_tiny_patch16_224", **KW))
+    float_model = randomize_(create_float_model("deit_tiny_patch16_224", **KW)).eval()
     model = randomize_(create_quant_model("deit_tiny_patch16_224", QuantConfig(w_bits=4), **KW))
     calibrate(model, batches)
-
-    ev = FitnessEvaluator(model, batches)
-    full_eval = timed(lambda: ev(), args.repeats)
-    ratios = []
-    for unit in search_units(model):
-        ratios.append(timed(lambda: ev(unit), args.repeats) / full_eval)
-    float_fwd = timed(lambda: [float_model(b) for b in batches], args.repeats)
-    quant_fwd = timed(lambda: [model(b) for b in batches], args.repeats)
-
-    cfg = SearchConfig(passes=args.passes, seed=0)
-    start_state = copy.deepcopy(model.state_dict())
-    t_cached, s_cached = run_search(model, batches, cfg, use_cache=True)
-    model.load_state_dict(start_state)
-    t_full, s_full = run_search(model, batches, cfg, use_cache=False)
-    same = all(torch.equal(a, b) for a, b in zip(s_cached, s_full))
-
-    m = machine()
-    data = {"cached_over_full": statistics.mean(ratios), "cached_over_full_per_unit": ratios,
-            "quant_over_float": quant_fwd / float_fwd, "search_speedup": t_full / t_cached,
-            "same_final_scales": same, "full_eval_seconds": full_eval, "float_forward_seconds": float_fwd,
-            "quant_forward_seconds": quant_fwd, "search_cached_seconds": t_cached, "search_full_seconds": t_full,
-            "calib_images": args.calib, "passes": args.passes, "model": "deit_tiny_patch16_224", "model_kwargs": KW,
-            "machine": m}
+    by_threads = {}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        by_threads[str(threads)] = measure(model, float_model, batches, args.passes, args.repeats)
+        print(f"{threads} threads: " + ", ".join(f"{k} {_fmt(k, v)}" for k, v in by_threads[str(threads)].items()
+                                                 if k in TARGETS or k == "compile_seconds"), flush=True)
+    data: dict[str, Any] = {k: {t: r[k] for t, r in by_threads.items()} for k in (*TARGETS, "compile_seconds")}
+    data.update(by_threads=by_threads, calib_images=args.calib, passes=args.passes, repeats=args.repeats,
+                model="deit_tiny_patch16_224", model_kwargs=KW,
+                machine={**machine(), "torch_threads": ", ".join(map(str, args.threads))})
     write_json("search_speed", data)
-    md = section(data)
     update_section("search_speed")
-    print(md)
+    print(section(data))
 
 
 if __name__ == "__main__":

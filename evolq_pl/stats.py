@@ -112,15 +112,21 @@ def paired_comparison(base: Sequence[float], new: Sequence[float], base_correct:
     return out
 
 
-def compare_runs(runs: Sequence[dict[str, Any]]) -> dict[str, object] | None:
-    """Evol-Q against the calibrated init over results.json records of one setting (one per seed, in seed
-    order); McNemar where every run stored per-image correctness. None when a run lacks either top-1."""
-    if not runs or any(r.get("top1_init") is None or r.get("top1_evolq") is None for r in runs):
+def compare_runs(runs: Sequence[dict[str, Any]], base_runs: Sequence[dict[str, Any]] | None = None,
+                 base: str = "init", new: str = "evolq") -> dict[str, object] | None:
+    """``top1_<new>`` of ``runs`` against ``top1_<base>`` of ``base_runs`` (default: the same runs, i.e. Evol-Q
+    against the calibrated init) over results.json records of one setting, one per seed, paired in order;
+    McNemar where every run stored per-image correctness. None when a run lacks either top-1."""
+    base_runs = runs if base_runs is None else base_runs
+    pairs = [(b, r) for b, r in zip(base_runs, runs)]
+    if not pairs or len(base_runs) != len(runs) or any(
+            b.get(f"top1_{base}") is None or r.get(f"top1_{new}") is None for b, r in pairs):
         return None
-    stored = all("correct_init" in r and "correct_evolq" in r for r in runs)
-    bits = lambda f: [unpack_bits(r[f], r["images_init"], f) for r in runs] if stored else ()  # noqa: E731
-    return paired_comparison([r["top1_init"] for r in runs], [r["top1_evolq"] for r in runs],
-                             bits("correct_init"), bits("correct_evolq"))
+    stored = all(f"correct_{base}" in b and f"correct_{new}" in r for b, r in pairs)
+    bits = lambda rs, f: [unpack_bits(r[f"correct_{f}"], r[f"images_{f}"], f"correct_{f}") for r in rs] \
+        if stored else ()  # noqa: E731
+    return paired_comparison([b[f"top1_{base}"] for b in base_runs], [r[f"top1_{new}"] for r in runs],
+                             bits(base_runs, base), bits(runs, new))
 
 
 def verdict(p: dict[str, Any]) -> str:

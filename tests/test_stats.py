@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from evolq_pl.stats import (mcnemar_exact, pack_bits, paired_ci95, paired_comparison, t_quantile, unpack_bits,
-                            verdict)
+from evolq_pl.stats import (compare_runs, mcnemar_exact, pack_bits, paired_ci95, paired_comparison, t_quantile,
+                            unpack_bits, verdict)
 
 
 @pytest.mark.parametrize("df, expected", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (29, 2.0452)])
@@ -46,3 +46,15 @@ def test_paired_comparison_claims_a_gain_only_when_the_interval_excludes_zero():
     same = paired_comparison([50.0, 60.0], [51.0, 61.0])  # identical deltas: a zero-width interval
     assert not same["gain"] and verdict(same) == "no claim (no spread over seeds)"
     assert verdict(paired_comparison([50.0], [60.0])) == "one seed: no interval, no claim"
+
+
+def test_compare_runs_pairs_two_searches_by_seed():
+    # a preset's Evol-Q against the paper search's Evol-Q on 4 images, two seeds, correctness in hex
+    paper = [{"top1_evolq": 50.0, "correct_evolq": "c", "images_evolq": 4},   # 1100
+             {"top1_evolq": 25.0, "correct_evolq": "8", "images_evolq": 4}]   # 1000
+    preset = [{"top1_evolq": 75.0, "correct_evolq": "e", "images_evolq": 4},  # 1110: image 3 only preset
+              {"top1_evolq": 50.0, "correct_evolq": "9", "images_evolq": 4}]  # 1001: image 4 only preset
+    out = compare_runs(preset, paper, base="evolq", new="evolq")
+    assert out["delta_mean"] == 25.0 and (out["only_new"], out["only_base"]) == (2, 0)
+    assert out["mcnemar_p"] == pytest.approx(0.5) and not out["gain"]  # identical deltas: no spread
+    assert compare_runs(preset, paper[:1], base="evolq") is None  # unpaired seeds compare nothing

@@ -1,7 +1,10 @@
 """``evolq-pl landscape``: sweep one unit's scales along seeded random directions.
 
     evolq-pl landscape --config configs/fmnist/deit.yaml --unit 5 --radius 0.05 --steps 21 --dims 1 \
-        --out runs/landscape/deit_w4 [--ckpt_path C] [-- --model.init_args.quant.w_bits 3]
+        --out runs/landscape/deit_w4 [--mode absolute] [--ckpt_path C] [-- --model.init_args.quant.w_bits 3]
+
+``--mode relative`` (default) moves the scales s0·(1 + a·d), ``absolute`` moves them s0 + a·d (the paper's
+mutation s + U(−r, r) is absolute: 1e-3 at ≤ 4 bits, 1e-4 at 8).
 
 Writes landscape.csv, landscape.png (line plots for 1-D, contours for 2-D) and roughness.json.
 """
@@ -9,8 +12,9 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from evolq_pl.cli.argv import command_parser
 from evolq_pl.cli.restore import build
@@ -22,26 +26,47 @@ from evolq_pl.search import FitnessEvaluator
 from evolq_pl.search.landscape import SweepSpec, roughness, sweep
 
 
-def run(configs: list[str], spec: SweepSpec, out: Path, ckpt_path: str | None = None, eval_size: int = 2000,
-        extra: list[str] | None = None) -> dict[str, Any]:
-    ensure_writable_dir(out, "--out")
+@dataclass
+class Landscape:
+    """A calibrated (or restored) module ready to sweep: its evaluator, calibration labels and a top-1 probe."""
+
+    module: Any
+    evaluator: FitnessEvaluator
+    labels: list
+    top1: Callable[[], float]
+
+    def sweep(self, spec: SweepSpec) -> list[dict[str, float]]:
+        spec.validate(len(self.module.units))
+        return sweep(self.module.units[spec.unit], self.evaluator, self.labels, spec, self.top1,
+                     self.module.search_cfg.temperature)
+
+
+def prepare(configs: list[str], ckpt_path: str | None = None, eval_size: int = 2000,
+            extra: list[str] | None = None) -> Landscape:
     module, dm = build(configs, extra or [], ckpt_path)
-    spec.validate(len(module.units))
     calib = dm.calibration_data()
     if ckpt_path is None:
         calibrate(module.model, calib.batches())
-    cfg = module.search_cfg
-    evaluator = FitnessEvaluator(module.model, calib.batches(), cfg)
+    evaluator = FitnessEvaluator(module.model, calib.batches(), module.search_cfg)
     subset = first_images(dm.eval_dataloader(), eval_size)
     top1 = lambda: evaluate(module.model, subset, module.num_classes)["top1"]  # noqa: E731
-    rows = sweep(module.units[spec.unit], evaluator, calib.label_batches(), spec, top1, cfg.temperature)
+    return Landscape(module, evaluator, calib.label_batches(), top1)
+
+
+def run(configs: list[str], spec: SweepSpec, out: Path, ckpt_path: str | None = None, eval_size: int = 2000,
+        extra: list[str] | None = None) -> dict[str, Any]:
+    ensure_writable_dir(out, "--out")
+    spec.validate()  # before the model is built and calibrated
+    land = prepare(configs, ckpt_path, eval_size, extra)
+    rows = land.sweep(spec)
+    module = land.module
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "landscape.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     title = f"{module.model_name} W{module.quant_cfg.w_bits}A{module.quant_cfg.a_bits}, unit {spec.unit} " \
-            f"({module.units[spec.unit].name}), radius {spec.radius}"
+            f"({module.units[spec.unit].name}), {spec.mode} radius {spec.radius:g}"
     plot_landscape(rows, spec.dims, out / "landscape.png", title)
     rough = {m: roughness([r[m] for r in rows]) for m in rows[0] if m not in ("a", "b")} if spec.dims == 1 else {}
     (out / "roughness.json").write_text(json.dumps(rough, indent=2))
@@ -56,10 +81,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=21)
     p.add_argument("--dims", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mode", default="relative", help="relative (s0·(1 + a·d)) or absolute (s0 + a·d)")
     p.add_argument("--eval_size", type=int, default=2000)
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
-    spec = SweepSpec(a.unit, a.radius, a.steps, a.dims, a.seed)
+    spec = SweepSpec(a.unit, a.radius, a.steps, a.dims, a.seed, a.mode)
     result = run(a.config, spec, Path(a.out), a.ckpt_path, a.eval_size, extra)
     for metric, r in result["roughness"].items():
         print(f"{metric:8s} TV/range {r['tv_over_range']:.2f}  local minima {r['local_minima']:.0f}")

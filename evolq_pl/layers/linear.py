@@ -6,8 +6,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from evolq_pl.quant.config import QuantConfig
-from evolq_pl.quant.functional import bias_correct
+from evolq_pl.quant.exact import aten_bits
+from evolq_pl.quant.functional import bias_correct, fake_quant
 from evolq_pl.quant.quantizer import UniformQuantizer
+
+
+@aten_bits()  # compiled: inductor's reductions (the correction's mean and std) differ from ATen's in the last bit
+def fake_quant_weight(weight: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, lower: int, upper: int,
+                     bias_correction: bool) -> torch.Tensor:
+    """Fake-quantized (and bias-corrected) weight; ``scale``/``zero_point`` already broadcast against it."""
+    w_hat = fake_quant(weight, scale, zero_point, lower, upper)
+    return bias_correct(weight, w_hat) if bias_correction else w_hat
 
 
 def weight_quantizer(cfg: QuantConfig) -> UniformQuantizer:
@@ -34,8 +43,8 @@ class _QWeight:
     def quantized_weight(self) -> torch.Tensor:
         """Dequantized weight; recomputed only when the scale, zero point or weight changed.
 
-        Under ``torch.compile`` it is computed inside the graph: a Python-side cache keyed on tensor versions
-        would make dynamo guard on the key and recompile after every scale change.
+        Under ``torch.compile`` it is computed at every call (an opaque op, ``evolq_pl.quant.exact``): a Python-side
+        cache keyed on tensor versions would make dynamo guard on the key and recompile after every scale change.
         """
         if torch.compiler.is_compiling() or (torch.is_grad_enabled() and self.weight.requires_grad):
             return self._compute_weight()
@@ -45,8 +54,10 @@ class _QWeight:
         return self._cache[1]
 
     def _compute_weight(self) -> torch.Tensor:
-        w_hat = self.weight_quantizer.quantize(self.weight)
-        return bias_correct(self.weight, w_hat) if self.bias_correction else w_hat
+        wq, w = self.weight_quantizer, self.weight
+        wq.check_calibrated()
+        return fake_quant_weight(w, wq.broadcast(wq.scale, w), wq.broadcast(wq.zero_point, w), wq.bit_type.lower,
+                                wq.bit_type.upper, self.bias_correction)
 
     def freeze(self, effective: torch.Tensor) -> None:
         """Use ``effective`` as the quantized weight (a model rebuilt from an export has no float weights)."""

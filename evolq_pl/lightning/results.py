@@ -66,6 +66,8 @@ def search_results(settings: dict[str, Any], driver: SearchDriver, recorder: "Ca
         "selection": settings["selection"], "passes": s.passes,
         "fitness_init": driver.fitness_init, "fitness_final": driver.fitness, "evaluations": driver.evaluations,
         "rejected": driver.search.rejected, "search_seconds": driver.seconds, "matmul_precision": matmul_precision,
+        "compile_backend": driver.evaluator.compile_backend if driver.evaluator else None,
+        "compile_seconds": driver.evaluator.compile_seconds if driver.evaluator else 0.0,
         "peak_memory_bytes": peak_bytes, "settings": settings,
     }
     if recorder is not None and recorder.records:

@@ -5,6 +5,8 @@ import math
 
 import torch
 
+from evolq_pl.quant.exact import aten_bits, exact_sqrt
+
 
 class _RoundSTE(torch.autograd.Function):
     """round() in the forward pass, identity gradient in the backward pass."""
@@ -120,6 +122,7 @@ def bias_correct(w: torch.Tensor, w_hat: torch.Tensor) -> torch.Tensor:
     return bias_correct_to(w_hat, *channel_stats(w))
 
 
+@aten_bits(outputs=2)  # log2 and exp2: inductor's differ from ATen's in the last bit
 def pow2_multiplier(a: torch.Tensor, max_shift: int = 31, mult_bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """Represent |a| ≈ M·2^−N, N = clamp(7 − floor(log2|a|), 0, 31), M = clamp(floor(|a|·2^N), 0, 255).
     Returns (M, 2^N)."""
@@ -144,7 +147,7 @@ def int_layernorm(x: torch.Tensor, in_scale: torch.Tensor, out_scale: torch.Tens
     x_q = x.div(in_scale).round_().mul_(torch.round(in_scale / s_min))  # x̃: integers on the s_min grid
     sum_x, sum_x2 = x_q.sum(-1, keepdim=True), (x_q * x_q).sum(-1, keepdim=True)  # (..., 1)
     mean = x_q.mean(-1, keepdim=True) * s_min  # the published code's order: mean of the codes, then the scale
-    std = ((s_min / c) * torch.sqrt((c * sum_x2 - sum_x * sum_x).clamp_min(0))).clamp_min(1e-12)
+    std = ((s_min / c) * exact_sqrt((c * sum_x2 - sum_x * sum_x).clamp_min(0))).clamp_min(1e-12)
     a = ((s_min / std) * weight).div_(out_scale)  # (..., C)
     m, shift = pow2_multiplier(a)
     b = ((mean / std) * weight).neg_().add_(bias).div_(out_scale).mul_(shift).round_()

@@ -105,18 +105,18 @@ class UniformQuantizer(QuantSwitch, nn.Module):
         shape[channel_dim_of(x, self.is_weight)] = -1
         return t.view(shape)
 
-    def _check(self) -> None:
+    def check_calibrated(self) -> None:
         if not self.calibrated:
             raise NotCalibratedError("quantizer used before calibration: run evolq_pl.calibrate(model, batches) first")
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
-        self._check()
+        self.check_calibrated()
         return fake_quant(x, self.broadcast(self.scale, x), self.broadcast(self.zero_point, x),
                           self.bit_type.lower, self.bit_type.upper)
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """The integer codes q = clamp(round(x/s + z)) (as floats), the arithmetic of ``quantize``."""
-        self._check()
+        self.check_calibrated()
         return quant_codes(x.detach(), self.broadcast(self.scale, x), self.broadcast(self.zero_point, x),
                            self.bit_type.lower, self.bit_type.upper)
 

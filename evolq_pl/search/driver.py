@@ -47,7 +47,15 @@ class SearchDriver:
             raise RuntimeError("SearchDriver.evaluator is not set")
         if self.fitness_init is None:
             self.fitness_init = self.fitness = self.evaluator()
+        self.evaluator.plan(self.remaining_evaluations)
         return self.fitness_init
+
+    @property
+    def remaining_evaluations(self) -> int:
+        """Candidate evaluations left in the schedule (K per step), within ``max_evaluations``."""
+        left = (len(self.steps) - self.position) * self.config.cycles
+        cap = self.config.max_evaluations
+        return min(left, cap - self.evaluations) if cap else left
 
     @property
     def evaluations(self) -> int:

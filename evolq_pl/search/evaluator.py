@@ -3,6 +3,7 @@ only the stages from that unit on (DESIGN §5). The cache is keyed on what it de
 the tensors the earlier stages read, so no caller has to say when it went stale."""
 from __future__ import annotations
 
+import time
 import warnings
 from functools import partial
 from typing import Callable, Sequence
@@ -16,6 +17,7 @@ from evolq_pl.search.evolution import SearchConfig
 from evolq_pl.search.fitness import get_loss
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
+AUTO_COMPILE_SECONDS = 300.0  # compile_backend="auto" compiles searches expected to run longer eagerly
 Key = tuple[tuple[int, int, int], ...]
 
 
@@ -85,7 +87,8 @@ class FitnessEvaluator:
         batches: calibration image batches, already on the model's device (this rank's shard under DDP).
         config: the search settings it reads: ``loss``, ``temperature``, ``features`` (``logits``, the paper,
             or ``prelogits``: the features the classifier head reads) and ``compile_backend`` (a
-            ``torch.compile`` backend for the suffix forward, e.g. ``inductor``; None = eager).
+            ``torch.compile`` backend for the stages, e.g. ``inductor``; None = eager; ``auto`` = decided by
+            ``plan``, eager until then).
         use_cache: evaluate a unit from its cached stage input (True) or with a full forward (False, for checks).
         reduce: sums a tensor over processes (identity on one process).
         teacher: precomputed teacher outputs per batch; computed with quantization off when None.
@@ -107,8 +110,10 @@ class FitnessEvaluator:
         self._inputs: dict[int, tuple[Key, list[torch.Tensor]]] = {}  # stage → (key when stored, input per batch)
         self._earlier: list[list[nn.Module]] | None = None  # stage k → the modules of stages 0..k−1
         self._stage_bytes: list[int] = []
-        self._compiled: dict[int, Callable] = {}
-        self._compile_failed: set[int] = set()
+        self._compiled: list[Callable] | None = None  # every stage, compiled on first use
+        self._warm: set[int] = set()  # suffix indices already run compiled
+        self.compile_seconds = 0.0  # first compiled call from each index (compilation + one run)
+        self.full_seconds: float | None = None  # the last full-forward evaluation
 
     def stages(self) -> list[Callable]:
         return self.model.stage_fns(prelogits=self.prelogits)
@@ -165,41 +170,68 @@ class FitnessEvaluator:
         """Model outputs per batch: from the (cached) input of ``unit``'s stage, or a full forward."""
         stages = self.stages()
         if unit is None or not self.use_cache:
-            return [_run(stages, x) for x in self.batches]
+            full = self._suffix(0, stages)
+            return [full(x) for x in self.batches]
         suffix = self._suffix(unit.stage_index, stages)
         return [suffix(h) for h in self.stage_input(unit.stage_index)]
 
     def _suffix(self, index: int, stages: list[Callable]) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The forward from stage ``index`` on; compiled once per index when a backend is set, falling back
-        to eager (with a warning) if compilation fails."""
+        """The forward from stage ``index`` on, through the compiled stages when a backend is set."""
         eager = partial(_run, stages[index:])
-        if self.compile_backend is None or index in self._compile_failed:
+        if self.compile_backend in (None, "auto"):
             return eager
-        return partial(self._call_compiled, index, eager)
+        return partial(self._call_compiled, index, stages, eager)
 
-    def _call_compiled(self, index: int, eager: Callable, h: torch.Tensor) -> torch.Tensor:
-        # every suffix is the same code (_run) over another stage list: one dynamo cache entry per suffix,
-        # so the recompile limit must admit one per stage (the default, 8, is below a 12-block ViT's count)
-        try:
-            config = torch._dynamo.config
-            key = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # older torch
-            limit = max(getattr(config, key), len(eager.args[0]) + index + 8)
-            if index not in self._compiled:
-                self._compiled[index] = torch.compile(eager, backend=self.compile_backend, dynamic=False)
-            with config.patch(**{key: limit}):
-                return self._compiled[index](h)
-        except Exception as err:  # unsupported op, backend missing, …: never lose the run
-            warnings.warn(f"torch.compile({self.compile_backend}) failed for the suffix from stage {index} "
-                          f"({type(err).__name__}: {err}); using eager", RuntimeWarning)
-            self._compile_failed.add(index)
+    def _call_compiled(self, index: int, stages: list[Callable], eager: Callable, h: torch.Tensor) -> torch.Tensor:
+        """Each stage compiled once (identical blocks share one graph); the first call from an index counts as
+        warm-up (``compile_seconds``). A failure warns once and the evaluator stays eager: the bits are the
+        same either way (``evolq_pl.layers.exact``), so only the speed changes."""
+        if self.compile_backend is None:  # an earlier batch of this evaluation failed to compile
             return eager(h)
+        config = torch._dynamo.config
+        key = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # older torch
+        try:
+            if self._compiled is None:
+                self._compiled = [torch.compile(stage, backend=self.compile_backend, dynamic=False)
+                                  for stage in stages]
+            start = time.perf_counter()
+            # one cache entry per distinct block shape (LeViT/Swin stages) under one code object
+            with config.patch(**{key: max(getattr(config, key), len(stages) + 8)}):
+                out = _run(self._compiled[index:], h)
+            if index not in self._warm:
+                self._warm.add(index)
+                self.compile_seconds += time.perf_counter() - start
+            return out
+        except Exception as err:  # no C++ compiler, unsupported op, backend missing …: never lose the run
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            warnings.warn(f"search.compile_backend={self.compile_backend!r}: compiling the quantized forward "
+                          f"failed ({type(err).__name__}: {first[:200]}); using eager (same results, slower)",
+                          RuntimeWarning)
+            self.compile_backend = None
+            return eager(h)
+
+    def plan(self, evaluations: int) -> None:
+        """Settle ``compile_backend="auto"`` for a search of ``evaluations`` more candidate evaluations: compile
+        with inductor when the eager search is expected to take ``AUTO_COMPILE_SECONDS`` or more (one full
+        evaluation's measured seconds × evaluations, an upper bound since cached evaluations run a suffix),
+        else stay eager. Compiling costs a warm-up (``compile_seconds``) and then makes each evaluation faster."""
+        if self.compile_backend != "auto":
+            return
+        if self.full_seconds is None:
+            self()  # time one full evaluation
+        assert self.full_seconds is not None
+        self.compile_backend = "inductor" if self.full_seconds * evaluations >= AUTO_COMPILE_SECONDS else None
 
     @torch.no_grad()
     def __call__(self, unit: SearchUnit | None = None) -> float:
         """Fitness of the model's current scales (lower is better); NaN if any batch loss is not finite."""
         total = torch.zeros(2, dtype=torch.float64, device=self.batches[0].device)
+        start = time.perf_counter()
         for out, ref in zip(self.outputs(unit), self.teacher):
             total[0] += self.loss_fn(out, ref, self.temperature).double()
             total[1] += 1
         total = self.reduce(total)
-        return (total[0] / total[1]).item()
+        value = (total[0] / total[1]).item()
+        if unit is None or not self.use_cache:
+            self.full_seconds = time.perf_counter() - start
+        return value

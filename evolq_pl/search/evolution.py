@@ -27,7 +27,10 @@ class SearchConfig:
         cycles: candidates per unit per pass (K).
         loss: fitness loss (infonce, mse, kl, cosine); ``temperature`` T (infoNCE is scaled by 2T).
         features: fitness on the ``logits`` (paper) or on the ``prelogits`` features (beyond the paper).
-        compile_backend: ``torch.compile`` backend for candidate evaluation (``inductor`` on GPU), None = eager.
+        compile_backend: ``torch.compile`` backend for candidate evaluation: ``auto`` (default) compiles with
+            inductor when the eager search is expected to take ≥ 300 s (a full evaluation's seconds × the
+            evaluations planned), a backend name (``inductor``) forces it, None = eager. Compiled and eager
+            give the same bits; a failed compile warns once and runs eager.
         mutation_range: absolute range r of s' = |s + U(−r, r)|; None = by bits (1e-3 at ≤ 4, 1e-4 at 8).
         relative_mutation: s' = |s·(1 + U(−ρ, ρ))| with ρ = ``relative_range`` instead (beyond the paper).
         include_mlp / include_acts: also search MLP weight / activation scales (beyond the paper).
@@ -44,7 +47,7 @@ class SearchConfig:
     loss: str = "infonce"
     temperature: float = 3.0
     features: str = "logits"
-    compile_backend: str | None = None
+    compile_backend: str | None = "auto"
     mutation_range: float | None = None
     relative_mutation: bool = False
     relative_range: float = 0.05
@@ -72,6 +75,11 @@ class SearchConfig:
             raise ValueError(f"search.mutation_range={self.mutation_range}: must be > 0 (or null for the paper's)")
         if self.relative_range <= 0:
             raise ValueError(f"search.relative_range={self.relative_range}: must be > 0")
+        if self.compile_backend not in (None, "auto"):
+            from torch._dynamo import list_backends
+            if self.compile_backend not in list_backends(exclude_tags=()):
+                raise ValueError(f"search.compile_backend={self.compile_backend!r}: unknown; accepted: auto, null "
+                                 f"(eager), or a torch.compile backend: {', '.join(list_backends())}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,26 +12,37 @@ from evolq_pl.search.evaluator import FitnessEvaluator
 from evolq_pl.search.fitness import LOSSES
 
 
+# how a grid point (a, b) moves the calibrated scales s0 along directions d1, d2
+PERTURBATIONS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "relative": lambda s0, step: s0 * (1 + step),  # radius in units of each scale (the quantization step)
+    "absolute": lambda s0, step: s0 + step,  # radius in scale units, like the paper's mutation s + U(−r, r)
+}
+
+
 @dataclass
 class SweepSpec:
-    """``dims`` (1 or 2) seeded directions d ~ N(0, 1); point (a, b) has scales s0·(1 + a·d1 + b·d2),
-    a, b ∈ linspace(−radius, radius, steps) (relative to the calibrated scales)."""
+    """``dims`` (1 or 2) seeded directions d ~ N(0, 1); point (a, b) has scales s0·(1 + a·d1 + b·d2)
+    (``mode="relative"``) or s0 + a·d1 + b·d2 (``"absolute"``), a, b ∈ linspace(−radius, radius, steps)."""
 
     unit: int
     radius: float = 0.05
     steps: int = 21
     dims: int = 1
     seed: int = 0
+    mode: str = "relative"
 
-    def validate(self, num_units: int) -> None:
-        if not 0 <= self.unit < num_units:
-            raise ValueError(f"unit={self.unit} out of range; valid: 0..{num_units - 1}")
+    def validate(self, num_units: int | None = None) -> None:
+        """Every field; the unit index too once the model's unit count is known."""
+        if self.unit < 0 or (num_units is not None and self.unit >= num_units):
+            raise ValueError(f"unit={self.unit} out of range; valid: 0..{'N-1' if num_units is None else num_units - 1}")
         if self.steps < 1:
             raise ValueError(f"steps={self.steps}: must be ≥ 1")
         if self.radius <= 0:
             raise ValueError(f"radius={self.radius}: must be > 0")
         if self.dims not in (1, 2):
             raise ValueError(f"dims={self.dims}: accepted 1 or 2")
+        if self.mode not in PERTURBATIONS:
+            raise ValueError(f"mode={self.mode!r}: accepted {', '.join(PERTURBATIONS)}")
 
 
 def directions(n: int, dims: int, seed: int) -> torch.Tensor:
@@ -50,8 +61,8 @@ def sweep(unit: SearchUnit, evaluator: FitnessEvaluator, labels: Sequence[torch.
     rows = []
     try:
         for a, b in points:
-            scale = 1 + a * dirs[0] + (b * dirs[1] if spec.dims == 2 else 0)
-            unit.set((s0 * scale).abs())
+            step = a * dirs[0] + (b * dirs[1] if spec.dims == 2 else 0)
+            unit.set(PERTURBATIONS[spec.mode](s0, step).abs())
             outs = evaluator.outputs(unit)
             row = {"a": a, "b": b}
             for name, fn in LOSSES.items():

@@ -16,7 +16,7 @@ def test_summarise_by_hand(tmp_path):
         (tmp_path / f"seed{seed}").mkdir()
         (tmp_path / f"seed{seed}" / "results.json").write_text(json.dumps(
             {"model": "m", "w_bits": 4, "a_bits": 8, "top1_init": init, "top1_evolq": top1, "fitness_init": 2.0,
-             "correct_init": ci, "correct_evolq": ce, "images_init": 4}))
+             "correct_init": ci, "correct_evolq": ce, "images_init": 4, "images_evolq": 4}))
     summary = summarise(tmp_path, [0, 1])
     rows = {r["metric"]: r for r in summary["rows"]}
     assert rows["top1_evolq"]["mean"] == 87.5 and rows["top1_evolq"]["std"] == pytest.approx(12.5 * 2**0.5)

@@ -1,11 +1,12 @@
 """Landscape sweep: shape, the centre equals the unperturbed fitness, bad input, roughness by hand."""
 import pytest
+import torch
 from PIL import Image
 
 from evolq_pl.lightning.plots import plot_landscape, plot_progress
 from evolq_pl.models import search_units
 from evolq_pl.search import FitnessEvaluator, SearchConfig
-from evolq_pl.search.landscape import SweepSpec, roughness, sweep
+from evolq_pl.search.landscape import SweepSpec, directions, roughness, sweep
 from tests.search.helpers import tiny_model
 
 
@@ -38,6 +39,7 @@ def test_sweep_shape_and_centre(tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(unit=7), "unit=7 out of range; valid: 0..2"), (dict(unit=0, steps=0), "steps=0"),
     (dict(unit=0, radius=0.0), "radius=0.0: must be > 0"), (dict(unit=0, dims=3), "dims=3"),
+    (dict(unit=0, mode="log"), "mode='log': accepted relative, absolute"),
 ])
 def test_bad_sweep_input(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -48,3 +50,19 @@ def test_roughness_by_hand():
     assert roughness([3, 2, 1, 2, 3]) == {"tv_over_range": 2.0, "local_minima": 1.0}  # one bowl
     assert roughness([0, 1, 2, 3]) == {"tv_over_range": 1.0, "local_minima": 0.0}  # monotone
     assert roughness([1, 0, 1, 0, 1]) == {"tv_over_range": 4.0, "local_minima": 2.0}  # jagged
+
+
+@pytest.mark.parametrize("mode", ["relative", "absolute"])
+def test_sweep_points_move_scales_as_stated(mode):
+    model, batches = tiny_model("deit")
+    unit = search_units(model)[0]
+    s0 = unit.get().clone()
+    seen = []
+    original_set = unit.set
+    unit.set = lambda scales: (seen.append(scales.clone()), original_set(scales))[1]
+    sweep(unit, FitnessEvaluator(model, batches), [b[:, 0, 0, 0].gt(0).long() for b in batches],
+          SweepSpec(unit=0, radius=2e-3, steps=3, mode=mode, seed=4))
+    d = directions(s0.numel(), 1, seed=4)[0].to(s0.dtype)
+    # grid −r, 0, +r, then the restore: relative s0·(1 ∓ r·d), absolute |s0 ∓ r·d|
+    expected = (s0 * (1 - 2e-3 * d)).abs() if mode == "relative" else (s0 - 2e-3 * d).abs()
+    assert torch.equal(seen[0], expected) and torch.equal(seen[1], s0) and torch.equal(seen[-1], s0)

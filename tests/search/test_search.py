@@ -191,22 +191,3 @@ def test_bad_config_named(kwargs, message):
 
 def test_schedule_visits_units_last_to_first():
     assert schedule(3, 2) == [(0, 2), (0, 1), (0, 0), (1, 2), (1, 1), (1, 0)]
-
-
-def test_compiled_suffix_equals_eager():
-    model, batches = tiny_model("deit")
-    eager = FitnessEvaluator(model, batches)
-    compiled = FitnessEvaluator(model, batches, SearchConfig(compile_backend="aot_eager"))
-    for unit in search_units(model)[-2:]:
-        a, b = eager(unit), compiled(unit)
-        assert abs(a - b) <= 1e-5 * abs(a)
-    assert compiled._compiled and not compiled._compile_failed
-
-
-def test_compile_failure_falls_back_to_eager():
-    model, batches = tiny_model("deit")
-    ev = FitnessEvaluator(model, batches, SearchConfig(compile_backend="no_such_backend"))
-    unit = search_units(model)[-1]
-    with pytest.warns(RuntimeWarning, match="using eager"):
-        value = ev(unit)
-    assert value == pytest.approx(FitnessEvaluator(model, batches)(), rel=1e-6)
