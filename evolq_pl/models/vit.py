@@ -46,14 +46,16 @@ class QAttention(Attention):
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         b, n, _ = x.shape
-        qkv = self.qact1(self.qkv(x))  # (B, N, 3·H·D), one per-tensor scale
-        q, k, v = qkv.reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, N, D)
+        # one per-tensor scale over (B, N, 3·H·D); quantized straight into (3, B, H, N, D) order, so q, k, v are
+        # contiguous (B, H, N, D) without copies of their own
+        qkv = self.qact1(self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim), layout=(2, 0, 3, 1, 4))
+        q, k, v = qkv.unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
         logits = self.qact_attn1((q @ k.transpose(-2, -1)) * self.scale)  # (B, H, N, N)
         attn = self.attn_drop(self.softmax(logits, self.qact_attn1))
-        x = (attn @ v).transpose(1, 2).reshape(b, n, self.attn_dim)  # (B, N, H·D)
-        x = self.qact2(self.norm(x))
-        return self.qact3(self.proj_drop(self.proj(x)))
+        x = (attn @ v).transpose(1, 2)  # (B, N, H, D) view; qact2 writes it contiguous
+        x = self.qact2(x) if isinstance(self.norm, nn.Identity) else self.qact2(self.norm(x.reshape(b, n, -1)))
+        return self.qact3(self.proj_drop(self.proj(x.reshape(b, n, self.attn_dim))))
 
 
 @register_converter(Attention)

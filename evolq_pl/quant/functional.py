@@ -39,8 +39,13 @@ def quant_codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, 
     if x.requires_grad and torch.is_grad_enabled():
         return torch.clamp(round_ste(x / scale + zero_point), lower, upper)
     # inference: one buffer (PyTorch's fused fake-quant kernels multiply by 1/s, which moves near-tie values
-    # by a step, and are slower on CPU)
-    return x.div(scale).add_(zero_point).round_().clamp_(lower, upper)
+    # by a step, and are slower on CPU), contiguous in x's logical order: a permuted or transposed view comes
+    # out ready for the next matmul, the layout change riding on the division instead of a copy of its own
+    if x.is_contiguous() or torch.onnx.is_in_onnx_export():  # (the exporter reads div's out= as a rounding mode)
+        q = x.div(scale)
+    else:
+        q = torch.div(x, scale, out=torch.empty(x.shape, dtype=torch.result_type(x, scale), device=x.device))
+    return q.add_(zero_point).round_().clamp_(lower, upper)
 
 
 def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, lower: int, upper: int) -> torch.Tensor:

@@ -124,11 +124,14 @@ class UniformQuantizer(QuantSwitch, nn.Module):
         """(q − z)·s: with ``codes`` this reproduces ``quantize`` exactly."""
         return (q - self.broadcast(self.zero_point, q)).mul_(self.broadcast(self.scale, q))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout: tuple[int, ...] | None = None) -> torch.Tensor:
+        """Quantize ``x`` (observe it while calibrating). ``layout``: return ``x.permute(layout)``, contiguous
+        when quantized; the observer sees ``x`` in its own order (calibration statistics are order-exact)."""
         if self.calibrating:
             self.observe(x)
-            return x
-        return self.quantize(x) if self.enabled else x
+        elif self.enabled:
+            return self.quantize(x if layout is None else x.permute(layout))
+        return x if layout is None else x.permute(layout)
 
     def set_scale(self, scale: torch.Tensor) -> None:
         """Replace the flat scale in place (same shape); zero points stay fixed."""
