@@ -91,6 +91,19 @@ def section(data: dict) -> str:
                                 for b in sorted({r["w_bits"] for r in records})))
 
 
+def history(old: dict) -> str:
+    """BENCHMARKS_HISTORY.md: the earlier fixed-radius sweeps (±5 % at every bit width, 4 curves a row)."""
+    rows = []
+    for bits in sorted({r["w_bits"] for r in old["records"]}):
+        rs = [r for r in old["records"] if r["w_bits"] == bits]
+        rows.append([f"W{bits}A8", len(rs), *(_cells(rs, metric) for metric in METRICS)])
+    return (f"## Loss landscape at a fixed radius (superseded)\n\nRelative radius ±{old['radius']} with "
+            f"{old['steps']} points at every bit width, measured at commit `{old['machine']['commit']}`: a W8 "
+            f"step crosses about 2^b times more rounding boundaries than the search's moves, and four curves a row "
+            f"give no spread, so its rows are not comparable across bit widths. Replaced by the per-bit-width radii "
+            f"in BENCHMARKS.md.\n\n" + table(["bits", "curves", *METRICS], rows) + "\n")
+
+
 def plot(records: list[dict[str, Any]], bits: int, unit: int) -> None:
     import matplotlib
     matplotlib.use("Agg")

@@ -137,6 +137,9 @@ def render_benchmarks() -> tuple[str, str]:
     history = "# Benchmark history\n\nWritten by `python -m benchmarks.report`.\n\n"
     if acc is not None:
         history += importlib.import_module("benchmarks.accuracy").history(acc["records"], acc.get("superseded", []))
+    fixed = _load("landscape_fixed_radius")
+    if fixed is not None:
+        history += "\n" + importlib.import_module("benchmarks.landscape").history(fixed)
     return "\n".join(blocks), history.strip() + "\n"
 
 
@@ -153,14 +156,23 @@ def _accuracy_summary(records: dict[str, dict[str, Any]]) -> list[str]:
         lines.append(f"- {ref} W{w}A{a} (seeds {sorted(r['spec']['seed'] for r in rs)}): float "
                      f"{rs[0]['top1_float']:.2f}, init {mean('top1_init'):.2f}, Evol-Q {mean('top1_evolq'):.2f}; "
                      f"Δ {describe(p)}: {verdict(p)}.")
-    embed = {k: rs for k, rs in accuracy._group(current, "variants").items() if k[4].endswith("/ embed")}
-    if embed:
-        lines += ["", "Options beyond the paper (`variants` suite, exploratory: chosen among on test top-1 before the "
-                  "validation split existed): the stem / patch-embed weight scales as one more search unit "
-                  "(`search.include_embed`): " + "; ".join(
-                      f"{ref} W{w}A{a} Δ {describe(accuracy.paired(rs))} ({len(rs)} seeds)"
-                      for (ref, w, a, _, _), rs in sorted(embed.items())) + "."]
+    lines += _preset_summary(records)
     return lines
+
+
+def _preset_summary(records: dict[str, dict[str, Any]]) -> list[str]:
+    accuracy = importlib.import_module("benchmarks.accuracy")
+    try:
+        choice = accuracy.chosen_preset(records)
+    except ValueError:
+        return []
+    name = choice["preset"]
+    tests = accuracy.preset_comparison(records, name)
+    found = "; ".join(f"{ref} W3A8 Δ {describe(p)} ({p['n_seeds']} seeds): {verdict(p)}" for ref, p in tests.items())
+    return ["", f"**A preset beyond the paper** (`configs/presets/beyond_paper.yaml`: {name}, "
+            f"`{accuracy.VARIANTS[name]}`), chosen on the validation split among {len(accuracy.PRESET_CANDIDATES)} "
+            f"candidates (mean Δ {choice['val_delta_mean'][name]['delta_mean']:+.2f} over the paper's search there), "
+            f"then against the paper's search on test, paired by seed: " + (found or "not measured on test yet") + "."]
 
 
 def render_readme() -> str:
@@ -201,10 +213,21 @@ def summary() -> str:
                   "up):", "", *(f"- {p}." for p in parts)]
     speed = _load("search_speed")
     if speed is not None:
-        lines += ["", f"Search speed (CPU, {speed['machine']['torch_threads']} thread(s)): cached candidate "
-                  f"evaluation {speed['cached_over_full']:.2f} of a full forward; quantized forward "
-                  f"{speed['quant_over_float']:.2f}× float; whole search {speed['search_speedup']:.2f}× faster than "
-                  f"full-forward evaluation, same final scales: {speed['same_final_scales']}."]
+        threads = sorted(speed["quant_over_float"], key=int)
+        per = lambda key, fmt: " / ".join(fmt.format(speed[key][t]) for t in threads)  # noqa: E731
+        lines += ["", f"Search speed (CPU, {' / '.join(threads)} torch threads): quantized / float forward "
+                  f"{per('quant_over_float', '{:.2f}')} eager, {per('compiled_quant_over_float', '{:.2f}')} compiled; "
+                  f"cached candidate evaluation {per('cached_over_full', '{:.2f}')} of a full forward; the whole search "
+                  f"{per('search_speedup', '{:.2f}×')} faster than full-forward evaluation eager, "
+                  f"{per('compiled_search_speedup', '{:.2f}×')} compiled (its cold compile, "
+                  f"{per('compile_seconds', '{:.0f} s')}, included); every search ends on the same scales: "
+                  f"{all(speed['same_final_scales'].values())}."]
+    land = _load("landscape")
+    if land is not None:
+        landscape = importlib.import_module("benchmarks.landscape")
+        claims = [c for family in landscape.FAMILIES for c in landscape.bit_claims(land["records"], family)]
+        lines += ["", "Loss landscape (radius tied to the bit width, " f"{land['args']['directions']} directions):",
+                  "", *(f"- {c}." for c in claims)]
     mem = _load("calibration_memory")
     if mem is not None:
         live = f"; live tensor bytes {mem['live_calib_over_forward']:.2f}×" if "live_calib_over_forward" in mem else ""

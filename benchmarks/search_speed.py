@@ -10,13 +10,20 @@ with torch pinned to 1 and then 2 threads:
     python -m benchmarks.search_speed [--calib 200] [--passes 2] [--repeats 5] [--threads 1 2]
 
 Forward timings: median of ``--repeats`` after a warm-up, with the spread (min–max); searches run once each.
-Inductor's on-disk caches are off, so ``compile_seconds`` is a cold compile.
+Each thread count runs in its own process with an empty inductor cache, so ``compile_seconds`` is a cold
+compile; the compiled search then runs again with the cache it filled (``*_warm_cache``: what a second run
+on the same machine, e.g. the next seed, pays).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -57,6 +64,14 @@ def measure(model, float_model, batches: list[torch.Tensor], passes: int, repeat
     """Every timing at the current torch thread count."""
     eager_cfg, compiled_cfg = SearchConfig(passes=passes, compile_backend=None), \
         SearchConfig(passes=passes, compile_backend="inductor")
+    start_state = copy.deepcopy(model.state_dict())
+    runs = {}  # first, so the first compiled search meets an empty inductor cache (a cold compile)
+    for name, cfg, cache in (("eager_cached", eager_cfg, True), ("eager_full", eager_cfg, False),
+                             ("compiled_cached", compiled_cfg, True), ("compiled_cached_warm_cache", compiled_cfg, True)):
+        model.load_state_dict(start_state)
+        runs[name] = run_search(model, batches, cfg, cache)
+    model.load_state_dict(start_state)
+
     ev = FitnessEvaluator(model, batches, eager_cfg)
     full = timed(lambda: ev(), repeats)
     ratios = [timed(lambda: ev(unit), repeats)["median"] / full["median"] for unit in search_units(model)]
@@ -65,14 +80,6 @@ def measure(model, float_model, batches: list[torch.Tensor], passes: int, repeat
     torch._dynamo.reset()
     compiled_ev = FitnessEvaluator(model, batches, compiled_cfg)
     compiled_fwd = timed(lambda: compiled_ev.outputs(), repeats)  # the warm-up call compiles every stage
-
-    start_state = copy.deepcopy(model.state_dict())
-    runs = {}
-    for name, cfg, cache in (("eager_cached", eager_cfg, True), ("eager_full", eager_cfg, False),
-                             ("compiled_cached", compiled_cfg, True)):
-        model.load_state_dict(start_state)
-        runs[name] = run_search(model, batches, cfg, cache)
-    model.load_state_dict(start_state)
     scales = [r[1] for r in runs.values()]
     return {
         "cached_over_full": statistics.mean(ratios), "cached_over_full_per_unit": ratios,
@@ -80,7 +87,8 @@ def measure(model, float_model, batches: list[torch.Tensor], passes: int, repeat
         "compiled_quant_over_float": compiled_fwd["median"] / float_fwd["median"],
         "search_speedup": runs["eager_full"][0] / runs["eager_cached"][0],
         "compiled_search_speedup": runs["eager_full"][0] / runs["compiled_cached"][0],
-        "compile_seconds": runs["compiled_cached"][2],
+        "compiled_search_speedup_warm_cache": runs["eager_full"][0] / runs["compiled_cached_warm_cache"][0],
+        "compile_seconds": runs["compiled_cached"][2], "compile_seconds_warm_cache": runs["compiled_cached_warm_cache"][2],
         "same_final_scales": all(torch.equal(a, b) for other in scales[1:] for a, b in zip(scales[0], other)),
         "seconds": {"full_eval": full, "float_forward": float_fwd, "quant_forward": quant_fwd,
                     "compiled_quant_forward": compiled_fwd,
@@ -91,7 +99,7 @@ def measure(model, float_model, batches: list[torch.Tensor], passes: int, repeat
 def _fmt(key: str, value: Any) -> str:
     if isinstance(value, bool):
         return str(value)
-    return f"{value:.2f}×" if "speedup" in key else f"{value:.1f} s" if key == "compile_seconds" else f"{value:.2f}"
+    return f"{value:.2f}×" if "speedup" in key else f"{value:.1f} s" if "seconds" in key else f"{value:.2f}"
 
 
 def section(data: dict) -> str:
@@ -102,6 +110,8 @@ def section(data: dict) -> str:
               "search_speedup": "(c) search speed-up, eager cached vs eager full forward",
               "compiled_search_speedup": "(c) search speed-up, compiled cached (warm-up included) vs eager full",
               "compile_seconds": "compile warm-up (cold, in the compiled search)",
+              "compiled_search_speedup_warm_cache": "(c) the same, compiled from a warm inductor cache",
+              "compile_seconds_warm_cache": "compile warm-up from a warm cache",
               "same_final_scales": "the three searches end on the same scales"}
     rows = [[label, *(_fmt(k, data["by_threads"][t][k]) for t in threads), TARGETS.get(k, "-")]
             for k, label in labels.items()]
@@ -112,7 +122,8 @@ def section(data: dict) -> str:
         raw.append(f"{t} thread{'s' if t != '1' else ''}: float forward {spread(s['float_forward'])}, quantized "
                    f"eager {spread(s['quant_forward'])}, compiled {spread(s['compiled_quant_forward'])}; searches "
                    f"{s['search_eager_full']:.1f} s eager full, {s['search_eager_cached']:.1f} s eager cached, "
-                   f"{s['search_compiled_cached']:.1f} s compiled cached.")
+                   f"{s['search_compiled_cached']:.1f} s compiled cached ({s['search_compiled_cached_warm_cache']:.1f} s "
+                   f"from a warm cache).")
     return (f"## Search speed\n\n`python -m benchmarks.search_speed --calib {data['calib_images']} --passes "
             f"{data['passes']} --repeats {data['repeats']}` — 12-block DeiT-shaped model (dim 64, 50 tokens, random "
             f"weights), W4A8, {data['calib_images']} calibration images, P = {data['passes']}, K = 3; torch pinned "
@@ -124,28 +135,42 @@ def section(data: dict) -> str:
 
 
 @torch.no_grad()
+def child(args: argparse.Namespace) -> dict[str, Any]:
+    """Every measurement at one thread count, in this process (started with an empty inductor cache)."""
+    torch.set_num_threads(args.threads[0])
+    x = torch.randn(args.calib, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    batches = list(x.split(100))
+    float_model = randomize_(create_float_model("deit_tiny_patch16_224", **KW)).eval()
+    model = randomize_(create_quant_model("deit_tiny_patch16_224", QuantConfig(w_bits=4), **KW))
+    calibrate(model, batches)
+    return measure(model, float_model, batches, args.passes, args.repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calib", type=int, default=200)
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.repeats < 5:
         parser.error(f"--repeats {args.repeats}: at least 5 (medians with a spread)")
-    torch._inductor.config.force_disable_caches = True  # cold compiles: what a first run pays
-    x = torch.randn(args.calib, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    batches = list(x.split(100))
-    float_model = randomize_(create_float_model("deit_tiny_patch16_224", **KW)).eval()
-    model = randomize_(create_quant_model("deit_tiny_patch16_224", QuantConfig(w_bits=4), **KW))
-    calibrate(model, batches)
+    if args.child:
+        print(json.dumps(child(args)))
+        return
     by_threads = {}
     for threads in args.threads:
-        torch.set_num_threads(threads)
-        by_threads[str(threads)] = measure(model, float_model, batches, args.passes, args.repeats)
+        with tempfile.TemporaryDirectory() as cache:  # a cold inductor cache for each thread count
+            out = subprocess.run([sys.executable, "-m", "benchmarks.search_speed", "--child", "--threads", str(threads),
+                                  "--calib", str(args.calib), "--passes", str(args.passes), "--repeats",
+                                  str(args.repeats)], env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache},
+                                 capture_output=True, text=True, check=True)
+        by_threads[str(threads)] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{threads} threads: " + ", ".join(f"{k} {_fmt(k, v)}" for k, v in by_threads[str(threads)].items()
-                                                 if k in TARGETS or k == "compile_seconds"), flush=True)
-    data: dict[str, Any] = {k: {t: r[k] for t, r in by_threads.items()} for k in (*TARGETS, "compile_seconds")}
+                                                 if k in TARGETS or "compile" in k), flush=True)
+    keys = (*TARGETS, "compile_seconds", "compiled_search_speedup_warm_cache", "compile_seconds_warm_cache")
+    data: dict[str, Any] = {k: {t: r[k] for t, r in by_threads.items()} for k in keys}
     data.update(by_threads=by_threads, calib_images=args.calib, passes=args.passes, repeats=args.repeats,
                 model="deit_tiny_patch16_224", model_kwargs=KW,
                 machine={**machine(), "torch_threads": ", ".join(map(str, args.threads))})

@@ -31,7 +31,8 @@ class QWindowAttention(WindowAttention):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, n, c = x.shape  # (B·nW, N, C) windows
-        qkv = self.qact1(self.qkv(x)).reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        # quantized straight into (3, B·nW, H, N, D) order: q, k, v contiguous without copies of their own
+        qkv = self.qact1(self.qkv(x).view(b, n, 3, self.num_heads, -1), layout=(2, 0, 3, 1, 4))
         q, k, v = qkv.unbind(0)  # (B·nW, H, N, D)
         logits = self.qact_attn1((q * self.scale) @ k.transpose(-2, -1))  # (B·nW, H, N, N)
         table = self.qact_table(self.relative_position_bias_table)  # (169, H) for a 7×7 window
@@ -41,7 +42,7 @@ class QWindowAttention(WindowAttention):
             windows = mask.shape[0]
             logits = (logits.view(-1, windows, self.num_heads, n, n) + mask.unsqueeze(1).unsqueeze(0)).view(b, -1, n, n)
         attn = self.attn_drop(self.softmax(logits, self.qact2))
-        x = self.qact3((attn @ v).transpose(1, 2).reshape(b, n, -1))  # (B·nW, N, C)
+        x = self.qact3((attn @ v).transpose(1, 2)).reshape(b, n, -1)  # written contiguous: (B·nW, N, C) view
         return self.qact4(self.proj_drop(self.proj(x)))
 
 

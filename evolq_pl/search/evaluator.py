@@ -185,7 +185,7 @@ class FitnessEvaluator:
     def _call_compiled(self, index: int, stages: list[Callable], eager: Callable, h: torch.Tensor) -> torch.Tensor:
         """Each stage compiled once (identical blocks share one graph); the first call from an index counts as
         warm-up (``compile_seconds``). A failure warns once and the evaluator stays eager: the bits are the
-        same either way (``evolq_pl.layers.exact``), so only the speed changes."""
+        same either way (``evolq_pl.quant.exact``), so only the speed changes."""
         if self.compile_backend is None:  # an earlier batch of this evaluation failed to compile
             return eager(h)
         config = torch._dynamo.config
