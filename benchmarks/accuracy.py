@@ -124,10 +124,12 @@ def paired(rs: list[dict[str, Any]]) -> dict[str, Any]:
     return compare_runs(sorted(rs, key=lambda r: r["spec"]["seed"]))
 
 
-def _runs(records: dict[str, dict[str, Any]], suite: str, variant: str | None) -> dict[tuple[str, int], dict]:
-    """Current records of one suite and variant by (model, seed)."""
+def _runs(records: dict[str, dict[str, Any]], suite: str, variant: str | None,
+          w_bits: int = 3) -> dict[tuple[str, int], dict]:
+    """Current records of one suite, variant and weight width (A8) by (model, seed)."""
     return {(r["spec"]["ref"], r["spec"]["seed"]): r for r in records.values()
-            if is_current(r) and r["spec"]["suite"] == suite and r["spec"].get("variant") == variant}
+            if is_current(r) and r["spec"]["suite"] == suite and r["spec"].get("variant") == variant
+            and r["spec"]["w_bits"] == w_bits}
 
 
 def chosen_preset(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -148,18 +150,18 @@ def chosen_preset(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"preset": max(scores, key=lambda v: scores[v]["delta_mean"]), "val_delta_mean": scores}
 
 
+def _versus(new: dict[tuple[str, int], dict], base: dict[tuple[str, int], dict], ref: str) -> dict[str, Any] | None:
+    """``new``'s Evol-Q top-1 against ``base``'s for one model, paired by the seeds both ran."""
+    seeds = sorted(s for m, s in set(new) & set(base) if m == ref)
+    if not seeds:
+        return None
+    return {"seeds": seeds, **compare_runs([new[ref, s] for s in seeds], [base[ref, s] for s in seeds], base="evolq")}
+
+
 def preset_comparison(records: dict[str, dict[str, Any]], preset: str) -> dict[str, dict[str, Any]]:
-    """Per model, on test: the preset's Evol-Q against the paper search's Evol-Q (main suite, W3A8), paired by
-    seed over the seeds both ran."""
-    paper = {k: r for k, r in _runs(records, "main", None).items() if r["spec"]["w_bits"] == 3}
-    runs = _runs(records, "preset-test", preset)
-    out = {}
-    for ref in MODELS:
-        seeds = sorted(s for m, s in set(paper) & set(runs) if m == ref)
-        if seeds:
-            p = compare_runs([runs[ref, s] for s in seeds], [paper[ref, s] for s in seeds], base="evolq")
-            out[ref] = {"seeds": seeds, **p}
-    return out
+    """Per model, on test: the preset's Evol-Q against the paper search's Evol-Q (main suite, W3A8)."""
+    paper, runs = _runs(records, "main", None), _runs(records, "preset-test", preset)
+    return {ref: p for ref in MODELS if (p := _versus(runs, paper, ref)) is not None}
 
 
 def jsonable(p: dict[str, Any]) -> dict[str, Any]:
@@ -288,20 +290,14 @@ def preset_sections(records: dict[str, dict[str, Any]]) -> list[str]:
         return []
     rows = []
     for v in PRESET_CANDIDATES:
-        runs = _runs(records, "preset-val", v)
-        row = [v, f"`{VARIANTS[v]}`"]
-        for ref in MODELS:
-            seeds = sorted(s for m, s in set(paper) & set(runs) if m == ref)
-            p = compare_runs([runs[ref, s] for s in seeds], [paper[ref, s] for s in seeds], base="evolq") \
-                if seeds else None
-            row.append(describe(p, mcnemar=False) + f" ({len(seeds)} seeds)" if p else "-")
-        rows.append(row)
-    pool = list(paper.values())
+        found = [_versus(_runs(records, "preset-val", v), paper, ref) for ref in MODELS]
+        rows.append([v, f"`{VARIANTS[v]}`", *(f"{describe(p, mcnemar=False)} ({p['n_seeds']} seeds)" if p else "-"
+                                              for p in found)])
     out = [f"### Preset beyond the paper, chosen on the validation split (W3A8)\n\n`python -m benchmarks.accuracy "
            f"--suite preset-val --seeds 0 1` — every candidate and the paper's search on the same seeds, "
            f"calibration images drawn from the train images outside a fixed {VAL_SIZE:,}-image validation "
            f"split, top-1 on that validation split (test images unused). Cell: Evol-Q top-1 of the candidate "
-           f"minus the paper search's, paired by seed. Measured at {_commits(pool)}.\n\n"
+           f"minus the paper search's, paired by seed. Measured at {_commits(list(paper.values()))}.\n\n"
            + table(["candidate", "SearchConfig", *MODELS], rows) + "\n"]
     try:
         choice = chosen_preset(records)
@@ -312,24 +308,20 @@ def preset_sections(records: dict[str, dict[str, Any]]) -> list[str]:
                f"{choice['val_delta_mean'][name]['delta_mean']:+.2f} on validation), shipped as "
                f"`configs/presets/beyond_paper.yaml`.\n")
     tests = preset_comparison(records, name)
-    if tests:
-        test_rows = []
-        for ref, p in tests.items():
-            runs = _runs(records, "preset-test", name)
-            paper_test = _runs(records, "main", None)
-            test_rows.append([ref, len(p["seeds"]), mean_std([paper_test[ref, s]["top1_evolq"] for s in p["seeds"]
-                                                               if paper_test[ref, s]["spec"]["w_bits"] == 3]),
-                              mean_std([runs[ref, s]["top1_evolq"] for s in p["seeds"]]),
-                              describe(p, mcnemar=False),
-                              f"{p['mcnemar_p']:.2g}" if p.get("mcnemar_p") is not None else "-", verdict(p)])
-        pool = list(_runs(records, "preset-test", name).values())
-        out.append(f"### Preset confirmed on test (W3A8): {name} against the paper's search\n\n`python -m "
-                   f"benchmarks.accuracy --suite preset-test --seeds 0 1 2 3 4` — the same seeds and calibration "
-                   f"images as the main table's paper search, top-1 on the 10,000 test images. Δ: preset − paper "
-                   f"Evol-Q top-1, paired by seed, 95 % t interval; McNemar on per-image correctness pooled over "
-                   f"seeds. Measured at {_commits(pool)}.\n\n"
-                   + table(["model", "seeds", "paper Evol-Q top-1", "preset Evol-Q top-1",
-                            "Δ (preset − paper) [95 % CI]", "McNemar p", "verdict"], test_rows) + "\n")
+    if not tests:
+        return out
+    runs, paper_test = _runs(records, "preset-test", name), _runs(records, "main", None)
+    rows = [[ref, p["n_seeds"], mean_std([paper_test[ref, s]["top1_evolq"] for s in p["seeds"]]),
+             mean_std([runs[ref, s]["top1_evolq"] for s in p["seeds"]]), describe(p, mcnemar=False),
+             f"{p['mcnemar_p']:.2g}" if p.get("mcnemar_p") is not None else "-", verdict(p)]
+            for ref, p in tests.items()]
+    out.append(f"### Preset confirmed on test (W3A8): {name} against the paper's search\n\n`python -m "
+               f"benchmarks.accuracy --suite preset-test --seeds 0 1 2 3 4` — the same seeds and calibration "
+               f"images as the main table's paper search, top-1 on the 10,000 test images. Δ: preset − paper "
+               f"Evol-Q top-1, paired by seed, 95 % t interval; McNemar on per-image correctness pooled over "
+               f"seeds. Measured at {_commits(list(runs.values()))}.\n\n"
+               + table(["model", "seeds", "paper Evol-Q top-1", "preset Evol-Q top-1",
+                        "Δ (preset − paper) [95 % CI]", "McNemar p", "verdict"], rows) + "\n")
     return out
 
 
