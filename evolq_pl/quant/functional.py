@@ -41,7 +41,8 @@ def quant_codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, 
     # inference: one buffer (PyTorch's fused fake-quant kernels multiply by 1/s, which moves near-tie values
     # by a step, and are slower on CPU), contiguous in x's logical order: a permuted or transposed view comes
     # out ready for the next matmul, the layout change riding on the division instead of a copy of its own
-    if x.is_contiguous() or torch.onnx.is_in_onnx_export():  # (the exporter reads div's out= as a rounding mode)
+    # (the exporter reads div's out= as a rounding mode; inductor lays buffers out itself)
+    if x.is_contiguous() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
         q = x.div(scale)
     else:
         q = torch.div(x, scale, out=torch.empty(x.shape, dtype=torch.result_type(x, scale), device=x.device))

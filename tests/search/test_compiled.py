@@ -33,6 +33,7 @@ def compiler() -> None:
 
 def _compiled_equals_eager(kind: str) -> None:
     torch._dynamo.reset()
+    counters.clear()
     model, batches = _deit() if kind == "deit" else tiny_model(kind)
     eager = FitnessEvaluator(model, batches, SearchConfig(compile_backend=None))
     compiled = FitnessEvaluator(model, batches, SearchConfig(compile_backend="inductor"))
@@ -42,6 +43,8 @@ def _compiled_equals_eager(kind: str) -> None:
         assert compiled(unit) == eager(unit)
     assert compiled.compile_backend == "inductor" and compiled.compile_seconds > 0
     graphs = counters["stats"]["unique_graphs"]
+    if kind == "deit":  # the suffixes run both blocks (one shared graph) and the tail: no graph break anywhere
+        assert graphs == 2 and not counters["graph_break"]
     unit = units[-1]
     unit.set(unit.get() * 1.01)  # a candidate: new scale values, the same graphs
     assert compiled(unit) == eager(unit) and counters["stats"]["unique_graphs"] == graphs
