@@ -83,7 +83,9 @@ def section(data: dict) -> str:
             f"s0·(1 + a·d) with a within ±{a['code_steps']}/2^(b−1) (the largest weight code moves by "
             f"{a['code_steps']} quantization steps at |d| = 1). Cell = total variation / range, mean ± std over "
             f"directions (sample std, ddof = 1) / mean interior local minima (1 monotone, 2 one bowl, higher = "
-            f"more jagged); top-1 on {a['eval_size']:,} test images. {machine_line(m)}\n\n"
+            f"more jagged); top-1 on {a['eval_size']:,} test images. TV/range ignores how far a curve moves: read it "
+            f"with the infoNCE range column (a curve that barely moves is mostly rounding noise and reads as "
+            f"jagged). {machine_line(m)}\n\n"
             + table(["family", "bits", "radius", "curves", *METRICS, "infoNCE range"], rows)
             + "\n\nBit-width claims (paired by unit and direction; a claim only where the 95 % interval excludes "
               "zero):\n\n" + "\n".join(f"- {c}" for c in claims)
