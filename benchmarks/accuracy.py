@@ -153,9 +153,8 @@ def chosen_preset(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def _versus(new: dict[tuple[str, int], dict], base: dict[tuple[str, int], dict], ref: str) -> dict[str, Any] | None:
     """``new``'s Evol-Q top-1 against ``base``'s for one model, paired by the seeds both ran."""
     seeds = sorted(s for m, s in set(new) & set(base) if m == ref)
-    if not seeds:
-        return None
-    return {"seeds": seeds, **compare_runs([new[ref, s] for s in seeds], [base[ref, s] for s in seeds], base="evolq")}
+    p = compare_runs([new[ref, s] for s in seeds], [base[ref, s] for s in seeds], base="evolq") if seeds else None
+    return None if p is None else {"seeds": seeds, **p}
 
 
 def preset_comparison(records: dict[str, dict[str, Any]], preset: str) -> dict[str, dict[str, Any]]:

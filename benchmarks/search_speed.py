@@ -112,7 +112,7 @@ def section(data: dict) -> str:
               "compile_seconds": "compile warm-up (cold, in the compiled search)",
               "compiled_search_speedup_warm_cache": "(c) the same, compiled from a warm inductor cache",
               "compile_seconds_warm_cache": "compile warm-up from a warm cache",
-              "same_final_scales": "the three searches end on the same scales"}
+              "same_final_scales": "the four searches end on the same scales"}
     rows = [[label, *(_fmt(k, data["by_threads"][t][k]) for t in threads), TARGETS.get(k, "-")]
             for k, label in labels.items()]
     raw = []
@@ -165,10 +165,15 @@ def main() -> None:
             out = subprocess.run([sys.executable, "-m", "benchmarks.search_speed", "--child", "--threads", str(threads),
                                   "--calib", str(args.calib), "--passes", str(args.passes), "--repeats",
                                   str(args.repeats)], env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache},
-                                 capture_output=True, text=True, check=True)
+                                 capture_output=True, text=True)
+        if out.returncode != 0:  # keep the thread counts already measured
+            print(f"{threads} threads failed (exit {out.returncode}):\n{out.stderr[-3000:]}", file=sys.stderr)
+            break
         by_threads[str(threads)] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{threads} threads: " + ", ".join(f"{k} {_fmt(k, v)}" for k, v in by_threads[str(threads)].items()
                                                  if k in TARGETS or "compile" in k), flush=True)
+    if not by_threads:
+        raise SystemExit("search_speed: nothing measured")
     keys = (*TARGETS, "compile_seconds", "compiled_search_speedup_warm_cache", "compile_seconds_warm_cache")
     data: dict[str, Any] = {k: {t: r[k] for t, r in by_threads.items()} for k in keys}
     data.update(by_threads=by_threads, calib_images=args.calib, passes=args.passes, repeats=args.repeats,

@@ -2,10 +2,12 @@
 
 Inductor writes its own vectorised exp, erf, sqrt and log2 and its own reductions, which differ from ATen's
 kernels in the last bit; one ulp before a rounding can move a value to the next integer code, so a compiled
-quantized forward would not reproduce eager's codes. The functions decorated here run as opaque custom ops
-while compiling (inductor calls the ATen kernels, bit for bit the eager result, and still fuses the
-fake-quant chains around them) and directly otherwise. The rest of the quantized forward (fake-quant, matmuls,
-the integer LayerNorm's sums, Hardswish) compiles to the same bits (tests/search/test_compiled.py).
+quantized forward would not reproduce eager's codes. The functions decorated here (softmax, GELU, and in
+``functional``: the integer LayerNorm's row sums and sqrt, the power-of-two multiplier, the log-int softmax; in
+``layers.linear``: the weight fake-quant with its bias correction) run as opaque custom ops while compiling
+(inductor calls the ATen kernels, bit for bit the eager result, and still fuses the fake-quant chains around
+them) and directly otherwise. The rest of the quantized forward (fake-quant, matmuls, Hardswish) compiles to
+the same bits (tests/search/test_compiled.py, on CPU; on CUDA the bitwise check has not been run).
 """
 from __future__ import annotations
 
@@ -18,14 +20,15 @@ from torch import nn
 F = TypeVar("F", bound=Callable)
 
 
-def aten_bits(outputs: int = 1) -> Callable[[F], F]:
-    """Decorate a function of tensors whose ``outputs`` results are shaped like its first argument."""
+def aten_bits(outputs: int = 1, rows: bool = False) -> Callable[[F], F]:
+    """Decorate a function of tensors whose ``outputs`` results are shaped like its first argument x (``rows``:
+    like x reduced over its last dim with keepdim, (..., 1))."""
     def wrap(fn: F) -> F:
         op = torch.library.custom_op(f"evolq_pl::{fn.__name__}", fn, mutates_args=())
 
         @op.register_fake
         def _(x: torch.Tensor, *args, **kwargs):  # noqa: ANN202 (mirrors fn's signature)
-            like = lambda: torch.empty_like(x, memory_format=torch.contiguous_format)  # noqa: E731
+            like = lambda: x.new_empty((*x.shape[:-1], 1)) if rows else torch.empty_like(x)  # noqa: E731
             return like() if outputs == 1 else tuple(like() for _ in range(outputs))
 
         @functools.wraps(fn)
@@ -48,6 +51,13 @@ def exact_gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
 @aten_bits()
 def exact_sqrt(x: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(x)
+
+
+@aten_bits(outputs=3, rows=True)
+def exact_row_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sum, sum of squares and mean over the last dim (keepdim): float32 sums past 2^24 round by summation
+    order, and inductor sums in another order than ATen."""
+    return x.sum(-1, keepdim=True), (x * x).sum(-1, keepdim=True), x.mean(-1, keepdim=True)
 
 
 class ExactGELU(nn.GELU):

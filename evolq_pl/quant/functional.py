@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from evolq_pl.quant.exact import aten_bits, exact_sqrt
+from evolq_pl.quant.exact import aten_bits, exact_row_moments, exact_sqrt
 
 
 class _RoundSTE(torch.autograd.Function):
@@ -94,6 +94,12 @@ def int_exp(x_int: torch.Tensor, scale: float) -> torch.Tensor:
     return torch.clamp(torch.floor(poly * _pow2(30 - q)), min=0)
 
 
+@aten_bits()  # log2, exp2 and sums: inductor's differ from ATen's in the last bit
+def exact_log_int_softmax(logits: torch.Tensor, scale: torch.Tensor, bits: int = 4) -> torch.Tensor:
+    """``log_int_softmax`` with the input quantizer's (per-tensor) scale as a tensor: ATen's bits, compiled or not."""
+    return log_int_softmax(logits, float(scale), bits)
+
+
 def log_int_softmax(logits: torch.Tensor, scale: float, bits: int = 4) -> torch.Tensor:
     """Log-int softmax over the last dim (reference §3): values in {2^−k, k < 2^b} ∪ {0}."""
     x_int = logits / scale
@@ -151,8 +157,8 @@ def int_layernorm(x: torch.Tensor, in_scale: torch.Tensor, out_scale: torch.Tens
     c = x.shape[-1]
     s_min = in_scale.min()
     x_q = x.div(in_scale).round_().mul_(torch.round(in_scale / s_min))  # x̃: integers on the s_min grid
-    sum_x, sum_x2 = x_q.sum(-1, keepdim=True), (x_q * x_q).sum(-1, keepdim=True)  # (..., 1)
-    mean = x_q.mean(-1, keepdim=True) * s_min  # the published code's order: mean of the codes, then the scale
+    sum_x, sum_x2, mean_q = exact_row_moments(x_q)  # (..., 1) each
+    mean = mean_q * s_min  # the published code's order: mean of the codes, then the scale
     std = ((s_min / c) * exact_sqrt((c * sum_x2 - sum_x * sum_x).clamp_min(0))).clamp_min(1e-12)
     a = ((s_min / std) * weight).div_(out_scale)  # (..., C)
     m, shift = pow2_multiplier(a)

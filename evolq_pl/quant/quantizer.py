@@ -126,7 +126,10 @@ class UniformQuantizer(QuantSwitch, nn.Module):
 
     def forward(self, x: torch.Tensor, layout: tuple[int, ...] | None = None) -> torch.Tensor:
         """Quantize ``x`` (observe it while calibrating). ``layout``: return ``x.permute(layout)``, contiguous
-        when quantized; the observer sees ``x`` in its own order (calibration statistics are order-exact)."""
+        when quantized; the observer sees ``x`` in its own order (calibration statistics are order-exact).
+        Per-tensor quantizers only (a per-channel one would broadcast along the permuted channel dim)."""
+        if layout is not None and self.per_channel:
+            raise ValueError(f"layout={layout}: only per-tensor quantizers take a layout")
         if self.calibrating:
             self.observe(x)
         elif self.enabled:

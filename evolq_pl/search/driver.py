@@ -47,7 +47,7 @@ class SearchDriver:
             raise RuntimeError("SearchDriver.evaluator is not set")
         if self.fitness_init is None:
             self.fitness_init = self.fitness = self.evaluator()
-        self.evaluator.plan(self.remaining_evaluations)
+        self.evaluator.plan(self.remaining_evaluations, self.config.max_seconds)
         return self.fitness_init
 
     @property

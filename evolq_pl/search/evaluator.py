@@ -113,6 +113,7 @@ class FitnessEvaluator:
         self._compiled: list[Callable] | None = None  # every stage, compiled on first use
         self._warm: set[int] = set()  # suffix indices already run compiled
         self.compile_seconds = 0.0  # first compiled call from each index (compilation + one run)
+        self.compile_fallback = False  # compiling failed and the evaluator went eager
         self.full_seconds: float | None = None  # the last full-forward evaluation
 
     def stages(self) -> list[Callable]:
@@ -207,20 +208,23 @@ class FitnessEvaluator:
             warnings.warn(f"search.compile_backend={self.compile_backend!r}: compiling the quantized forward "
                           f"failed ({type(err).__name__}: {first[:200]}); using eager (same results, slower)",
                           RuntimeWarning)
-            self.compile_backend = None
+            self.compile_backend, self.compile_fallback = None, True
             return eager(h)
 
-    def plan(self, evaluations: int) -> None:
+    def plan(self, evaluations: int, max_seconds: float = 0.0) -> None:
         """Settle ``compile_backend="auto"`` for a search of ``evaluations`` more candidate evaluations: compile
         with inductor when the eager search is expected to take ``AUTO_COMPILE_SECONDS`` or more (one full
-        evaluation's measured seconds × evaluations, an upper bound since cached evaluations run a suffix),
-        else stay eager. Compiling costs a warm-up (``compile_seconds``) and then makes each evaluation faster."""
+        evaluation's measured seconds × evaluations, an upper bound since cached evaluations run a suffix, capped
+        by ``max_seconds`` when set), else stay eager. Compiling costs a warm-up (``compile_seconds``) and then makes each evaluation faster."""
         if self.compile_backend != "auto":
             return
         if self.full_seconds is None:
             self()  # time one full evaluation
         assert self.full_seconds is not None
-        self.compile_backend = "inductor" if self.full_seconds * evaluations >= AUTO_COMPILE_SECONDS else None
+        expected = self.full_seconds * evaluations
+        if max_seconds > 0:  # a time budget caps the search (a cold compile would eat into it)
+            expected = min(expected, max_seconds)
+        self.compile_backend = "inductor" if expected >= AUTO_COMPILE_SECONDS else None
 
     @torch.no_grad()
     def __call__(self, unit: SearchUnit | None = None) -> float:

@@ -15,8 +15,8 @@ from tests.search.helpers import tiny_model
 DEIT = dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=64, depth=2, num_heads=4)
 
 
-def _deit() -> tuple[torch.nn.Module, list[torch.Tensor]]:
-    model = randomize_(create_quant_model("deit_tiny_patch16_224", QuantConfig(w_bits=4), **DEIT))
+def _deit(**quant) -> tuple[torch.nn.Module, list[torch.Tensor]]:
+    model = randomize_(create_quant_model("deit_tiny_patch16_224", QuantConfig(w_bits=4, **quant), **DEIT))
     batches = [torch.randn(100, 1, 28, 28, generator=torch.Generator().manual_seed(0))]
     calibrate(model, batches)
     return model, batches
@@ -34,7 +34,7 @@ def compiler() -> None:
 def _compiled_equals_eager(kind: str) -> None:
     torch._dynamo.reset()
     counters.clear()
-    model, batches = _deit() if kind == "deit" else tiny_model(kind)
+    model, batches = _deit(lis=kind == "deit_lis") if kind.startswith("deit") else tiny_model(kind)
     eager = FitnessEvaluator(model, batches, SearchConfig(compile_backend=None))
     compiled = FitnessEvaluator(model, batches, SearchConfig(compile_backend="inductor"))
     units = search_units(model)
@@ -50,8 +50,9 @@ def _compiled_equals_eager(kind: str) -> None:
     assert compiled(unit) == eager(unit) and counters["stats"]["unique_graphs"] == graphs
 
 
-def test_compiled_forward_equals_eager_bit_for_bit(compiler):
-    _compiled_equals_eager("deit")
+@pytest.mark.parametrize("kind", ["deit", "deit_lis"])  # deit_lis: the 4-bit log-int softmax
+def test_compiled_forward_equals_eager_bit_for_bit(kind, compiler):
+    _compiled_equals_eager(kind)
 
 
 @pytest.mark.slow
