@@ -22,7 +22,7 @@ from typing import Any
 from benchmarks.report import RESULTS, machine, machine_line, table, update_section, write_json
 from evolq_pl.cli.landscape import prepare
 from evolq_pl.models.reference import reference_model
-from evolq_pl.search.evolution import MUTATION_RANGE
+from evolq_pl.search.evolution import paper_mutation_range
 from evolq_pl.search.landscape import SweepSpec, roughness
 from evolq_pl.stats import describe, paired_comparison, verdict
 
@@ -30,7 +30,7 @@ CONFIG = "configs/fmnist/deit.yaml"
 METRICS = ("infonce", "mse", "kl", "cosine", "ce", "top1")
 # family → (perturbation mode, radius at b bits given the multiple, the radius's unit in words)
 FAMILIES = {
-    "mutation": ("absolute", lambda b, k: k * MUTATION_RANGE.get(b, 1e-3), "paper mutation ranges"),
+    "mutation": ("absolute", lambda b, k: k * paper_mutation_range(b), "paper mutation ranges"),
     "step": ("relative", lambda b, k: k / 2 ** (b - 1), "quantization steps of the largest code"),
 }
 

@@ -54,10 +54,7 @@ class _QWeight:
         return self._cache[1]
 
     def _compute_weight(self) -> torch.Tensor:
-        wq, w = self.weight_quantizer, self.weight
-        wq.check_calibrated()
-        return fake_quant_weight(w, wq.broadcast(wq.scale, w), wq.broadcast(wq.zero_point, w), wq.bit_type.lower,
-                                wq.bit_type.upper, self.bias_correction)
+        return fake_quant_weight(self.weight, *self.weight_quantizer.grid(self.weight), self.bias_correction)
 
     def freeze(self, effective: torch.Tensor) -> None:
         """Use ``effective`` as the quantized weight (a model rebuilt from an export has no float weights)."""

@@ -109,16 +109,18 @@ class UniformQuantizer(QuantSwitch, nn.Module):
         if not self.calibrated:
             raise NotCalibratedError("quantizer used before calibration: run evolq_pl.calibrate(model, batches) first")
 
-    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+    def grid(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """(scale, zero point) broadcast against ``x``, and the code range: the arguments of ``fake_quant``."""
         self.check_calibrated()
-        return fake_quant(x, self.broadcast(self.scale, x), self.broadcast(self.zero_point, x),
-                          self.bit_type.lower, self.bit_type.upper)
+        return self.broadcast(self.scale, x), self.broadcast(self.zero_point, x), self.bit_type.lower, \
+            self.bit_type.upper
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        return fake_quant(x, *self.grid(x))
 
     def codes(self, x: torch.Tensor) -> torch.Tensor:
         """The integer codes q = clamp(round(x/s + z)) (as floats), the arithmetic of ``quantize``."""
-        self.check_calibrated()
-        return quant_codes(x.detach(), self.broadcast(self.scale, x), self.broadcast(self.zero_point, x),
-                           self.bit_type.lower, self.bit_type.upper)
+        return quant_codes(x.detach(), *self.grid(x))
 
     def dequantize(self, q: torch.Tensor) -> torch.Tensor:
         """(q − z)·s: with ``codes`` this reproduces ``quantize`` exactly."""

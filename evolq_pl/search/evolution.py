@@ -16,6 +16,11 @@ from evolq_pl.search.fitness import LOSSES
 MUTATION_RANGE = {2: 1e-3, 3: 1e-3, 4: 1e-3, 8: 1e-4}
 
 
+def paper_mutation_range(bits: int) -> float:
+    """The paper's absolute mutation range r (s' = |s + U(−r, r)|) for a unit of ``bits``-bit weights."""
+    return MUTATION_RANGE.get(bits, 1e-3)
+
+
 @dataclass
 class SearchConfig:
     """Evol-Q hyper-parameters. Defaults = the paper.
@@ -109,7 +114,7 @@ class EvolutionarySearch:
     def mutation_range(self, unit: SearchUnit) -> float:
         if self.config.mutation_range is not None:
             return self.config.mutation_range
-        return MUTATION_RANGE.get(unit.bits, 1e-3)
+        return paper_mutation_range(unit.bits)
 
     def mutate(self, scales: torch.Tensor, unit: SearchUnit) -> torch.Tensor:
         noise = torch.rand(scales.numel(), generator=self.generator, dtype=torch.float64) * 2 - 1  # U(−1, 1), CPU
