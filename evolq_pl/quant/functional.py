@@ -28,30 +28,41 @@ def _pow2(x: torch.Tensor) -> torch.Tensor:
     return torch.exp2(x)
 
 
+def all_finite(x: torch.Tensor) -> bool:
+    """No NaN or infinity in ``x``: one min/max pass (NaN propagates through both), no x-sized mask. A mask per
+    calibration tensor was a heap-sized temporary that glibc kept resident (issue 13's calibration memory)."""
+    if x.numel() == 0:
+        return True
+    lo, hi = torch.aminmax(x)
+    return bool(torch.isfinite(lo) & torch.isfinite(hi))
+
+
 def round_ste(x: torch.Tensor) -> torch.Tensor:
     """Round half to even; straight-through gradient when autograd is recording."""
     return _RoundSTE.apply(x) if x.requires_grad else torch.round(x)
 
 
 def quant_codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, lower: int,
-                upper: int) -> torch.Tensor:
-    """The integer codes q = clamp(round(x/s + z), lower, upper), as floats; ``scale``/``zero_point`` broadcast."""
+                upper: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The integer codes q = clamp(round(x/s + z), lower, upper), as floats; ``scale``/``zero_point`` broadcast.
+    ``out``: a contiguous buffer of x's shape to write them into (inference only; a search over candidate
+    grids reuses one buffer instead of faulting in a fresh one per candidate)."""
     if x.requires_grad and torch.is_grad_enabled():
         return torch.clamp(round_ste(x / scale + zero_point), lower, upper)
     # inference: one buffer (PyTorch's fused fake-quant kernels multiply by 1/s, which moves near-tie values
     # by a step, and are slower on CPU), contiguous in x's logical order: a permuted or transposed view comes
     # out ready for the next matmul, the layout change riding on the division instead of a copy of its own
     # (the exporter reads div's out= as a rounding mode; inductor lays buffers out itself)
-    if x.is_contiguous() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
-        q = x.div(scale)
-    else:
-        q = torch.div(x, scale, out=torch.empty(x.shape, dtype=torch.result_type(x, scale), device=x.device))
+    if out is None and not (x.is_contiguous() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()):
+        out = torch.empty(x.shape, dtype=torch.result_type(x, scale), device=x.device)
+    q = x.div(scale) if out is None else torch.div(x, scale, out=out)
     return q.add_(zero_point).round_().clamp_(lower, upper)
 
 
-def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, lower: int, upper: int) -> torch.Tensor:
+def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, lower: int, upper: int,
+               out: torch.Tensor | None = None) -> torch.Tensor:
     """x̂ = (clamp(round(x/s + z), lower, upper) − z)·s; ``scale``/``zero_point`` broadcast against x."""
-    q = quant_codes(x, scale, zero_point, lower, upper)
+    q = quant_codes(x, scale, zero_point, lower, upper, out)
     return (q - zero_point) * scale if q.requires_grad else q.sub_(zero_point).mul_(scale)
 
 

@@ -7,6 +7,8 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
+from evolq_pl.quant.functional import all_finite
+
 
 class NonFiniteError(ValueError):
     """A NaN or an infinity reached a quantizer in calibration; ``source`` is that quantizer."""
@@ -111,7 +113,7 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
 
 
 def _calibration_forward(model: nn.Module, x: torch.Tensor, n: int) -> None:
-    if not torch.isfinite(x).all():
+    if not all_finite(x):
         raise ValueError(f"calibration batch {n} contains NaN or inf values")
     try:
         model(x)

@@ -122,8 +122,9 @@ class OmseObserver(Observer):
         x = last.detach()
         params = [affine_params(f * self.min_val, f * self.max_val, lower, upper, symmetric=False) for f in self.factors]
         # every factor's MSE stays on the device; one argmin (the first minimum, as a strict '<' scan) and one sync;
-        # the error is formed in the fake-quant buffer (one temporary of the input's size, not three)
-        errs = torch.stack([fake_quant(x, s[:, None], z[:, None], lower, upper).sub_(x).pow_(2).mean()
+        # the error is formed in one fake-quant buffer, reused by every factor
+        buf = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        errs = torch.stack([fake_quant(x, s[:, None], z[:, None], lower, upper, buf).sub_(x).pow_(2).mean()
                             for s, z in params])
         i = int(errs.argmin())
         self.min_val, self.max_val = self.factors[i] * self.min_val, self.factors[i] * self.max_val
@@ -147,6 +148,8 @@ class PtfObserver(Observer):
         s8, z = affine_params(self.min_val.min(), self.max_val.max(), lower, upper, symmetric=False)
         x = last.detach()  # (C, M)
         candidates = s8 * torch.tensor([0.125, 0.25, 0.5, 1.0], device=x.device, dtype=x.dtype)  # s1, s2, s4, s8
-        errs = torch.stack([fake_quant(x, s, z, lower, upper).sub_(x).pow_(2).mean(dim=1) for s in candidates])  # (4, C)
+        buf = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # contiguous (C, M), as a fresh output was
+        errs = torch.stack([fake_quant(x, s, z, lower, upper, buf).sub_(x).pow_(2).mean(dim=1)
+                            for s in candidates])  # (4, C)
         alpha = errs.argmin(dim=0)  # first minimum → smallest scale on ties
         return candidates[alpha], z.expand(x.shape[0]).clone()

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from evolq_pl.quant.bittype import BitType
-from evolq_pl.quant.functional import fake_quant, quant_codes
+from evolq_pl.quant.functional import all_finite, fake_quant, quant_codes
 from evolq_pl.quant.modes import NonFiniteError, QuantSwitch
 from evolq_pl.quant.observers import build_observer
 
@@ -60,7 +60,7 @@ class UniformQuantizer(QuantSwitch, nn.Module):
 
     def observe(self, x: torch.Tensor) -> None:
         """Feed one calibration tensor; on the last batch, compute the parameters from it."""
-        if not torch.isfinite(x).all():
+        if not all_finite(x):
             raise NonFiniteError(f"non-finite values (NaN/inf) in a quantizer input of shape {tuple(x.shape)}", self)
         x = x.detach()
         # (C, M), or (1, N) per tensor: a view in the tensor's own order (no copy; the published code's

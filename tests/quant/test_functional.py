@@ -117,3 +117,21 @@ def test_pow2_is_exact_for_integer_exponents():
                              for k in n.tolist()]).float()  # 2^k by hand (float32: 0 below 2^-149, inf above 2^127)
     assert torch.equal(F._pow2(n), expected)
     assert torch.equal(F._pow2(n), torch.pow(2.0, n))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_all_finite_sees_one_bad_value_anywhere(bad):
+    x = torch.randn(3, 5, 7)
+    assert F.all_finite(x) and F.all_finite(torch.zeros(0))
+    for i in (0, 52, 104):
+        y = x.clone()
+        y.view(-1)[i] = bad
+        assert not F.all_finite(y) and not F.all_finite(y.transpose(0, 2))
+
+
+def test_fake_quant_into_a_buffer_is_the_fresh_result():
+    x = torch.randn(6, 40).t()  # non-contiguous, as a per-channel (C, M) view is
+    s, z = torch.full((40, 1), 0.05), torch.full((40, 1), 7.0)
+    buf = torch.full((40, 6), math.nan)
+    fresh = fake_quant(x, s, z, 0, 15)
+    assert fake_quant(x, s, z, 0, 15, buf) is buf and torch.equal(buf, fresh) and buf.is_contiguous()
