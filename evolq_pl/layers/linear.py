@@ -1,6 +1,9 @@
 """Weight-quantized Linear and Conv2d (per output channel), with optional bias correction (reference §5)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,25 +36,33 @@ class _QWeight:
     def _init_quant(self, cfg: QuantConfig) -> None:
         self.weight_quantizer = weight_quantizer(cfg)
         self.bias_correction = cfg.bias_correction
-        self._cache: tuple[tuple[int, ...], torch.Tensor] | None = None
+        self._key: tuple[int, ...] | None = None  # what ``_qweight`` was computed from
+        self._qweight: torch.Tensor | None = None
+        self.weights_refreshed = False  # set by ``refreshed_weights``: compiled code may read ``_qweight``
         self._frozen: torch.Tensor | None = None
 
     def _cache_key(self) -> tuple[int, ...]:
         s, z, w = self.weight_quantizer.scale, self.weight_quantizer.zero_point, self.weight
         return (s._version, s.data_ptr(), z._version, z.data_ptr(), w._version, w.data_ptr())
 
-    def quantized_weight(self) -> torch.Tensor:
-        """Dequantized weight; recomputed only when the scale, zero point or weight changed.
-
-        Under ``torch.compile`` it is computed at every call (an opaque op, ``evolq_pl.quant.exact``): a Python-side
-        cache keyed on tensor versions would make dynamo guard on the key and recompile after every scale change.
-        """
-        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and self.weight.requires_grad):
-            return self._compute_weight()
+    def refresh_weight(self) -> torch.Tensor:
+        """The cached dequantized weight, recomputed only when the scale, zero point or weight changed (a new
+        tensor: one handed out earlier keeps its values; a compiled graph reads the attribute at every call)."""
         key = self._cache_key()
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, self._compute_weight())
-        return self._cache[1]
+        if self._qweight is None or key != self._key:
+            self._qweight, self._key = self._compute_weight(), key
+        return self._qweight
+
+    def quantized_weight(self) -> torch.Tensor:
+        """Dequantized weight, from the cache. Under ``torch.compile`` the cache is read only inside
+        ``refreshed_weights`` (the evaluator's compiled calls: a graph input, refreshed eagerly before each call);
+        elsewhere a compiled forward computes it at every call (an opaque op, ``evolq_pl.quant.exact``), since a
+        Python-side key would make dynamo guard on it and recompile after every scale change."""
+        if torch.is_grad_enabled() and self.weight.requires_grad:
+            return self._compute_weight()
+        if torch.compiler.is_compiling():
+            return self._qweight if self.weights_refreshed and self._qweight is not None else self._compute_weight()
+        return self.refresh_weight()
 
     def _compute_weight(self) -> torch.Tensor:
         return fake_quant_weight(self.weight, *self.weight_quantizer.grid(self.weight), self.bias_correction)
@@ -68,6 +79,22 @@ class _QWeight:
             wq.observe(self.weight)
             return self.weight
         return self.quantized_weight() if wq.enabled else self.weight
+
+
+@contextmanager
+def refreshed_weights(model: nn.Module) -> Iterator[None]:
+    """Every quantized weight of ``model`` brought up to date eagerly; compiled forwards inside read the cached
+    weights as graph inputs instead of fake-quantizing each weight at every call."""
+    layers = [m for m in model.modules() if isinstance(m, _QWeight) and m.weight_quantizer.enabled
+              and not m.weight_quantizer.calibrating and m._frozen is None]
+    for m in layers:
+        m.refresh_weight()
+        m.weights_refreshed = True
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.weights_refreshed = False
 
 
 class QLinear(_QWeight, nn.Linear):

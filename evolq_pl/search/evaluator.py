@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from evolq_pl.layers import refreshed_weights
 from evolq_pl.models.units import SearchUnit
 from evolq_pl.quant.modes import quant_disabled
 from evolq_pl.search.evolution import SearchConfig
@@ -197,7 +198,8 @@ class FitnessEvaluator:
                                   for stage in stages]
             start = time.perf_counter()
             # one cache entry per distinct block shape (LeViT/Swin stages) under one code object
-            with config.patch(**{key: max(getattr(config, key), len(stages) + 8)}):
+            # the quantized weights are graph inputs, refreshed eagerly only where their scales changed
+            with config.patch(**{key: max(getattr(config, key), len(stages) + 8)}), refreshed_weights(self.model):
                 out = _run(self._compiled[index:], h)
             if index not in self._warm:
                 self._warm.add(index)

@@ -5,6 +5,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from evolq_pl import QuantConfig, calibrate, create_quant_model
+from evolq_pl.layers import linear
 from evolq_pl.models import search_units
 from evolq_pl.search import FitnessEvaluator, SearchConfig, SearchDriver
 from tests.helpers import randomize_
@@ -46,8 +47,29 @@ def _compiled_equals_eager(kind: str) -> None:
     if kind == "deit":  # the suffixes run both blocks (one shared graph) and the tail: no graph break anywhere
         assert graphs == 2 and not counters["graph_break"]
     unit = units[-1]
-    unit.set(unit.get() * 1.01)  # a candidate: new scale values, the same graphs
-    assert compiled(unit) == eager(unit) and counters["stats"]["unique_graphs"] == graphs
+    before = compiled(unit)
+    unit.set(unit.get() * 1.01)  # a candidate: new scale values, the same graphs, the refreshed weights read
+    after = compiled(unit)
+    assert after != before and after == eager(unit) and counters["stats"]["unique_graphs"] == graphs
+
+
+def test_compiled_calls_refresh_only_the_changed_weights(compiler, monkeypatch):
+    torch._dynamo.reset()
+    model, batches = _deit()
+    compiled = FitnessEvaluator(model, batches, SearchConfig(compile_backend="inductor"))
+    unit = search_units(model)[0]
+    compiled(unit)  # compiles; every weight cached
+    # every weight fake-quant ends in the bias correction, eager or inside a compiled graph (the opaque op's body)
+    corrected: list[torch.Size] = []
+    original = linear.bias_correct
+    monkeypatch.setattr(linear, "bias_correct", lambda w, w_hat: corrected.append(w.shape) or original(w, w_hat))
+    compiled(unit)
+    assert corrected == []  # nothing changed: no weight is fake-quantized again (the graphs read the cache)
+    unit.set(unit.get() * 1.01)
+    value = compiled(unit)
+    attn = model.blocks[0].attn
+    assert sorted(corrected) == sorted([attn.qkv.weight.shape, attn.proj.weight.shape])  # the unit's own, once
+    assert value == FitnessEvaluator(model, batches, SearchConfig(compile_backend=None))(unit)
 
 
 @pytest.mark.parametrize("kind", ["deit", "deit_lis"])  # deit_lis: the 4-bit log-int softmax
