@@ -35,6 +35,11 @@ from evolq_pl.models.factory import create_float_model
 from evolq_pl.search import FitnessEvaluator, SearchConfig, SearchDriver
 from tests.helpers import randomize_
 
+# glibc's allocator pinned for every child: by default its mmap threshold rises with the sizes freed so far, so
+# whether a forward's 1–5 MB temporaries come from the heap or from fresh, page-faulted mmaps depends on what the
+# process ran before (measured: the same eager forward 440 or 540–710 ms after two calibrations that differ only
+# in their temporaries); fixed thresholds make the timings independent of that history
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
 KW = dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, embed_dim=64, depth=12, num_heads=4)
 TARGETS = {"cached_over_full": "≤ 0.6", "quant_over_float": "≤ 2.0 (CPU)", "compiled_quant_over_float": "≤ 1.3 (CPU)",
            "search_speedup": "≥ 1.6×", "compiled_search_speedup": "≥ 2.5×", "same_final_scales": "True"}
@@ -129,7 +134,10 @@ def section(data: dict) -> str:
             f"weights), W4A8, {data['calib_images']} calibration images, P = {data['passes']}, K = 3; torch pinned "
             f"to each thread count in turn; forward ratios are medians of {data['repeats']} timings (raw: median "
             f"and min–max). Compiled and eager give the same bits (tests/search/test_compiled.py). "
-            f"{machine_line(data['machine'])}\n\n"
+            + (f"glibc's allocator pinned ({', '.join(f'`{k}={v}`' for k, v in data['malloc'].items())}): its default "
+               "mmap threshold follows what the process freed before, which moved the eager forward by up to 60 % "
+               "between otherwise equal runs. " if data.get("malloc") else "")
+            + f"{machine_line(data['machine'])}\n\n"
             + table(["measure", *(f"{t} thread{'s' if t != '1' else ''}" for t in threads), "target"], rows)
             + "\n\nRaw: " + " ".join(raw))
 
@@ -164,7 +172,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as cache:  # a cold inductor cache for each thread count
             out = subprocess.run([sys.executable, "-m", "benchmarks.search_speed", "--child", "--threads", str(threads),
                                   "--calib", str(args.calib), "--passes", str(args.passes), "--repeats",
-                                  str(args.repeats)], env={**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache},
+                                  str(args.repeats)], env={**MALLOC_ENV, **os.environ, "TORCHINDUCTOR_CACHE_DIR": cache},
                                  capture_output=True, text=True)
         if out.returncode != 0:  # keep the thread counts already measured
             print(f"{threads} threads failed (exit {out.returncode}):\n{out.stderr[-3000:]}", file=sys.stderr)
@@ -177,7 +185,7 @@ def main() -> None:
     keys = (*TARGETS, "compile_seconds", "compiled_search_speedup_warm_cache", "compile_seconds_warm_cache")
     data: dict[str, Any] = {k: {t: r[k] for t, r in by_threads.items()} for k in keys}
     data.update(by_threads=by_threads, calib_images=args.calib, passes=args.passes, repeats=args.repeats,
-                model="deit_tiny_patch16_224", model_kwargs=KW,
+                model="deit_tiny_patch16_224", model_kwargs=KW, malloc={k: os.environ.get(k, v) for k, v in MALLOC_ENV.items()},
                 machine={**machine(), "torch_threads": ", ".join(map(str, args.threads))})
     write_json("search_speed", data)
     update_section("search_speed")
