@@ -36,21 +36,27 @@ class _QWeight:
     def _init_quant(self, cfg: QuantConfig) -> None:
         self.weight_quantizer = weight_quantizer(cfg)
         self.bias_correction = cfg.bias_correction
-        self._key: tuple[int, ...] | None = None  # what ``_qweight`` was computed from
+        self._key: tuple[object, ...] | None = None  # what ``_qweight`` was computed from
+        self._key_refs: tuple[torch.Tensor, ...] = ()  # those tensors, kept alive so that their ids stay theirs
         self._qweight: torch.Tensor | None = None
         self.weights_refreshed = False  # set by ``refreshed_weights``: compiled code may read ``_qweight``
         self._frozen: torch.Tensor | None = None
 
-    def _cache_key(self) -> tuple[int, ...]:
+    def _cache_key(self) -> tuple[object, ...]:
         s, z, w = self.weight_quantizer.scale, self.weight_quantizer.zero_point, self.weight
-        return (s._version, s.data_ptr(), z._version, z.data_ptr(), w._version, w.data_ptr())
+        return (id(s), s._version, id(z), z._version, id(w), w._version, self.bias_correction)
 
     def refresh_weight(self) -> torch.Tensor:
         """The cached dequantized weight, recomputed only when the scale, zero point or weight changed (a new
-        tensor: one handed out earlier keeps its values; a compiled graph reads the attribute at every call)."""
+        tensor: one handed out earlier keeps its values; a compiled graph reads the attribute at every call).
+        It is a plain tensor with no autograd history whatever mode the caller is in (validation runs under
+        inference mode; compiled graphs take it as an input)."""
         key = self._cache_key()
-        if self._qweight is None or key != self._key:
-            self._qweight, self._key = self._compute_weight(), key
+        if self._qweight is None or key != self._key or self._qweight.is_inference():
+            with torch.inference_mode(False), torch.no_grad():
+                self._qweight = self._compute_weight()
+            q = self.weight_quantizer
+            self._key, self._key_refs = key, (q.scale, q.zero_point, self.weight)
         return self._qweight
 
     def quantized_weight(self) -> torch.Tensor:
@@ -84,17 +90,20 @@ class _QWeight:
 @contextmanager
 def refreshed_weights(model: nn.Module) -> Iterator[None]:
     """Every quantized weight of ``model`` brought up to date eagerly; compiled forwards inside read the cached
-    weights as graph inputs instead of fake-quantizing each weight at every call."""
+    weights as graph inputs instead of fake-quantizing each weight at every call. Nests; a failing refresh sets
+    no flag."""
     layers = [m for m in model.modules() if isinstance(m, _QWeight) and m.weight_quantizer.enabled
               and not m.weight_quantizer.calibrating and m._frozen is None]
     for m in layers:
         m.refresh_weight()
+    saved = [m.weights_refreshed for m in layers]
+    for m in layers:
         m.weights_refreshed = True
     try:
         yield
     finally:
-        for m in layers:
-            m.weights_refreshed = False
+        for m, flag in zip(layers, saved):
+            m.weights_refreshed = flag
 
 
 class QLinear(_QWeight, nn.Linear):

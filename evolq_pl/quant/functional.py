@@ -29,8 +29,8 @@ def _pow2(x: torch.Tensor) -> torch.Tensor:
 
 
 def all_finite(x: torch.Tensor) -> bool:
-    """No NaN or infinity in ``x``: one min/max pass (NaN propagates through both), no x-sized mask. A mask per
-    calibration tensor was a heap-sized temporary that glibc kept resident (issue 13's calibration memory)."""
+    """No NaN or infinity in ``x``: one min/max pass (NaN propagates through both), no x-sized mask (a bool mask per
+    calibration tensor was a heap-sized temporary that glibc kept resident: BENCHMARKS.md, calibration memory)."""
     if x.numel() == 0:
         return True
     lo, hi = torch.aminmax(x)
@@ -45,8 +45,8 @@ def round_ste(x: torch.Tensor) -> torch.Tensor:
 def quant_codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, lower: int,
                 upper: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """The integer codes q = clamp(round(x/s + z), lower, upper), as floats; ``scale``/``zero_point`` broadcast.
-    ``out``: a contiguous buffer of x's shape to write them into (inference only; a search over candidate
-    grids reuses one buffer instead of faulting in a fresh one per candidate)."""
+    ``out``: a contiguous buffer of x's shape, not aliasing x, to write them into (eager inference only: ignored
+    when autograd records; a search over candidate grids reuses one buffer instead of faulting in a fresh one)."""
     if x.requires_grad and torch.is_grad_enabled():
         return torch.clamp(round_ste(x / scale + zero_point), lower, upper)
     # inference: one buffer (PyTorch's fused fake-quant kernels multiply by 1/s, which moves near-tie values

@@ -130,7 +130,7 @@ def first_nonfinite(model: nn.Module, x: torch.Tensor) -> str:
     names = {m: n for n, m in model.named_modules()}
 
     def hook(mod: nn.Module, _: object, out: object) -> None:
-        if not found and isinstance(out, torch.Tensor) and not torch.isfinite(out).all():
+        if not found and isinstance(out, torch.Tensor) and not all_finite(out):
             found.append(f"{names[mod] or 'the model'} ({type(mod).__name__})")
 
     handles = [m.register_forward_hook(hook) for m in model.modules()]

@@ -192,26 +192,28 @@ class FitnessEvaluator:
             return eager(h)
         config = torch._dynamo.config
         key = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # older torch
-        try:
-            if self._compiled is None:
-                self._compiled = [torch.compile(stage, backend=self.compile_backend, dynamic=False)
-                                  for stage in stages]
-            start = time.perf_counter()
-            # one cache entry per distinct block shape (LeViT/Swin stages) under one code object
-            # the quantized weights are graph inputs, refreshed eagerly only where their scales changed
-            with config.patch(**{key: max(getattr(config, key), len(stages) + 8)}), refreshed_weights(self.model):
-                out = _run(self._compiled[index:], h)
-            if index not in self._warm:
-                self._warm.add(index)
-                self.compile_seconds += time.perf_counter() - start
-            return out
-        except Exception as err:  # no C++ compiler, unsupported op, backend missing …: never lose the run
-            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            warnings.warn(f"search.compile_backend={self.compile_backend!r}: compiling the quantized forward "
-                          f"failed ({type(err).__name__}: {first[:200]}); using eager (same results, slower)",
-                          RuntimeWarning)
-            self.compile_backend, self.compile_fallback = None, True
-            return eager(h)
+        # the quantized weights are graph inputs, refreshed eagerly (only where their scales changed); outside the
+        # try, since a failing refresh is not a compile failure
+        with refreshed_weights(self.model):
+            try:
+                if self._compiled is None:
+                    self._compiled = [torch.compile(stage, backend=self.compile_backend, dynamic=False)
+                                      for stage in stages]
+                start = time.perf_counter()
+                # one cache entry per distinct block shape (LeViT/Swin stages) under one code object
+                with config.patch(**{key: max(getattr(config, key), len(stages) + 8)}):
+                    out = _run(self._compiled[index:], h)
+                if index not in self._warm:
+                    self._warm.add(index)
+                    self.compile_seconds += time.perf_counter() - start
+                return out
+            except Exception as err:  # no C++ compiler, unsupported op, backend missing …: never lose the run
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                warnings.warn(f"search.compile_backend={self.compile_backend!r}: compiling the quantized forward "
+                              f"failed ({type(err).__name__}: {first[:200]}); using eager (same results, slower)",
+                              RuntimeWarning)
+                self.compile_backend, self.compile_fallback = None, True
+        return eager(h)
 
     def plan(self, evaluations: int, max_seconds: float = 0.0) -> None:
         """Settle ``compile_backend="auto"`` for a search of ``evaluations`` more candidate evaluations: compile

@@ -3,8 +3,9 @@ import pytest
 import torch
 from torch import nn
 
-from evolq_pl.layers import QConv2d, QLinear
+from evolq_pl.layers import QConv2d, QLinear, refreshed_weights
 from evolq_pl.quant import QuantConfig, calibrate
+from evolq_pl.quant.quantizer import NotCalibratedError
 
 W2 = QuantConfig(w_bits=2, bias_correction=False)  # uint2 grid 0..3, per-channel min-max
 
@@ -67,3 +68,31 @@ def test_uncalibrated_layer_refuses():
     layer = QLinear.from_float(nn.Linear(3, 2), W2)
     with pytest.raises(RuntimeError, match="before calibration"):
         layer(torch.zeros(1, 3))
+
+
+def test_refreshed_weights_nests_and_a_failing_refresh_sets_no_flag():
+    a, b = qlinear(), qlinear()
+    model = nn.Sequential(a, b)
+    with refreshed_weights(model):
+        assert a.weights_refreshed and b.weights_refreshed
+        with refreshed_weights(a):
+            pass
+        assert a.weights_refreshed  # the outer context still holds
+    assert not a.weights_refreshed and not b.weights_refreshed
+    b.weight_quantizer.scale = torch.ones(0)  # uncalibrated: its refresh fails
+    with pytest.raises(NotCalibratedError), refreshed_weights(model):
+        pass
+    assert not a.weights_refreshed and not b.weights_refreshed
+
+
+def test_cached_weight_is_plain_in_any_mode():
+    layer = qlinear()  # its weight requires grad, as a converted model's does
+    with torch.enable_grad(), refreshed_weights(layer):
+        pass
+    assert layer._qweight.grad_fn is None and not layer._qweight.requires_grad
+    layer._qweight = None
+    with torch.inference_mode():  # Lightning's validation
+        layer(torch.ones(1, 3))
+    assert not layer._qweight.is_inference()
+    with torch.no_grad():
+        assert layer.quantized_weight() is layer._qweight  # and it stays cached

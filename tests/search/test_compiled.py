@@ -72,6 +72,21 @@ def test_compiled_calls_refresh_only_the_changed_weights(compiler, monkeypatch):
     assert value == FitnessEvaluator(model, batches, SearchConfig(compile_backend=None))(unit)
 
 
+def test_a_layer_compiled_by_the_user_fake_quantizes_its_weight_inline(compiler):
+    torch._dynamo.reset()
+    model, _ = _deit()
+    lin = model.blocks[0].attn.qkv
+    compiled = torch.compile(lin, backend="inductor")  # outside refreshed_weights: the cache is not read
+    x = torch.randn(7, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = compiled(x)
+        assert torch.equal(before, lin(x))
+        lin.weight_quantizer.set_scale(lin.weight_quantizer.scale * 1.01)
+        lin._qweight = torch.zeros_like(lin._qweight)  # a stale cache would show
+        after = compiled(x)
+        assert not torch.equal(after, before) and torch.equal(after, lin(x))
+
+
 @pytest.mark.parametrize("kind", ["deit", "deit_lis"])  # deit_lis: the 4-bit log-int softmax
 def test_compiled_forward_equals_eager_bit_for_bit(kind, compiler):
     _compiled_equals_eager(kind)
