@@ -110,10 +110,10 @@ def section(data: dict[str, Any], before: dict[str, Any] | None) -> str:
                                                          f"bytes ({live:.2f})." if live is not None else "."))
     found = "" if masks is None else (
         "Where the resident excess came from (a one-off trace, not part of this script): the finiteness check "
-        "(`torch.isfinite(x).all()`) made a bool mask of every quantizer input, 15 MB at ViT-B batch 100, below glibc's raised mmap threshold (32 MB), so on "
-             "the heap; glibc kept the freed masks resident and the heap grew ~180 MB per block (traced with "
-             "`mallinfo2` per module: heap 232 → 766 MB over three blocks, 224 MB in use). The check now reads one "
-             "`aminmax` of the input (NaN propagates through it), with no mask.")
+        "(`torch.isfinite(x).all()`) made a bool mask of every quantizer input, 15 MB at ViT-B batch 100, below "
+        "glibc's raised mmap threshold (32 MB), so on the heap; glibc kept the freed masks resident and the heap grew "
+        "~180 MB per block (traced with `mallinfo2` per module: heap 232 → 766 MB over three blocks, 224 MB in use). "
+        "The check now reads one `aminmax` of the input (NaN propagates through it), with no mask.")
     if arena is not None and masks is not None:
         found += (f" Limiting glibc to one arena (`MALLOC_ARENA_MAX=1`) had not helped ({arena['calib_over_forward']:.2f}× "
                   f"at `{arena['machine']['commit']}`): the kept memory was the main heap itself.")
