@@ -136,7 +136,7 @@ def section(data: dict) -> str:
             f"and min–max). Compiled and eager give the same bits (tests/search/test_compiled.py). "
             + (f"glibc's allocator pinned ({', '.join(f'`{k}={v}`' for k, v in data['malloc'].items())}): its default "
                "mmap threshold follows what the process freed before, which moved the eager forward by up to 60 % "
-               "between otherwise equal runs. " if data.get("malloc") else "")
+               "between runs whose calibrations differed only in their temporaries. " if data.get("malloc") else "")
             + f"{machine_line(data['machine'])}\n\n"
             + table(["measure", *(f"{t} thread{'s' if t != '1' else ''}" for t in threads), "target"], rows)
             + "\n\nRaw: " + " ".join(raw))
