@@ -41,6 +41,7 @@ from evolq_pl.quant import quant_disabled
 from evolq_pl.quant.quantizer import UniformQuantizer
 from evolq_pl.search import FitnessEvaluator, SearchConfig, SearchDriver
 
+EAGER = SearchConfig(compile_backend=None)  # the eager sections stay eager whatever "auto" would decide
 NINE = ("vit_base_patch16_224", "deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224",
         "levit_128s", "levit_128", "levit_192", "levit_256", "levit_384")
 
@@ -160,6 +161,7 @@ def paper_search(model: torch.nn.Module, ev: FitnessEvaluator, run: Run, cfg: Se
             on_eval(index[id(unit)], t)
         return f
 
+    evaluate.plan = ev.plan  # type: ignore[attr-defined]  # the driver settles compile_backend="auto" through it
     driver = SearchDriver(units, cfg, evaluate)  # type: ignore[arg-type]
     out: dict[str, Any] = {}
 
@@ -176,7 +178,7 @@ def paper_search(model: torch.nn.Module, ev: FitnessEvaluator, run: Run, cfg: Se
 
 def eval_times(model: torch.nn.Module, ev: FitnessEvaluator, run: Run) -> dict[str, Any]:
     """One full-forward evaluation (median of 3) and one cached evaluation per unit (after a warm-up)."""
-    full = FitnessEvaluator(model, ev.batches, use_cache=False, teacher=ev.teacher)
+    full = FitnessEvaluator(model, ev.batches, EAGER, use_cache=False, teacher=ev.teacher)
     full_t = repeat(full, run.device, 3)["median_s"]
     per_unit = []
     for unit in search_units(model):
@@ -194,7 +196,7 @@ def section_deit_small(run: Run) -> dict[str, Any]:
         out["float_forward"] = repeat(lambda: [model(b) for b in batches], run.device)
     out["quant_forward"] = repeat(lambda: [model(b) for b in batches], run.device)
     out["quant_over_float"] = out["quant_forward"]["median_s"] / out["float_forward"]["median_s"]
-    out["teacher_s"], ev = clock(lambda: FitnessEvaluator(model, batches), run.device)
+    out["teacher_s"], ev = clock(lambda: FitnessEvaluator(model, batches, EAGER), run.device)
     out.update(eval_times(model, ev, run))
     out["search"] = paper_search(model, ev, run, SearchConfig())
     run.snapshots["eager_final"] = scales(model)
@@ -208,7 +210,7 @@ def section_vit_base_memory(run: Run) -> dict[str, Any]:
     base = torch.cuda.memory_allocated(run.device) / 2**30 if run.device.type == "cuda" else None
     model, out = calibrated("vit_base_patch16_224", run, batches)
     out["allocated_before_gb"] = base
-    out["teacher_s"], ev = clock(lambda: FitnessEvaluator(model, batches), run.device)
+    out["teacher_s"], ev = clock(lambda: FitnessEvaluator(model, batches, EAGER), run.device)
     out["cache_budget_gb"] = ev.budget / 2**30
     out["one_pass"] = paper_search(model, ev, run, SearchConfig(passes=1))
     out["cached_bytes_gb"] = ev.cached_bytes() / 2**30
@@ -228,7 +230,7 @@ def section_matmul_precision(run: Run) -> dict[str, Any]:
             with quant_disabled(model):
                 r["float_forward_s"] = repeat(lambda: [model(b) for b in batches], run.device, 3)["median_s"]
             r["quant_forward_s"] = repeat(lambda: [model(b) for b in batches], run.device, 3)["median_s"]
-            r["teacher_s"], ev = clock(lambda: FitnessEvaluator(model, batches), run.device)
+            r["teacher_s"], ev = clock(lambda: FitnessEvaluator(model, batches, EAGER), run.device)
             r["one_pass"] = paper_search(model, ev, run, SearchConfig(passes=1))
             out[precision] = r
             del model, ev
@@ -290,7 +292,7 @@ def section_models(run: Run) -> dict[str, Any]:
             continue
         batches = make_batches(run)
         model, r = calibrated(name, run, batches)
-        r["teacher_s"], ev = clock(lambda: FitnessEvaluator(model, batches), run.device)
+        r["teacher_s"], ev = clock(lambda: FitnessEvaluator(model, batches, EAGER), run.device)
         r.update(eval_times(model, ev, run))
         r["units"] = len(r["cached_eval_s_per_unit"])
         r["projected_search_s"] = (r["calibration_s"] + r["teacher_s"]

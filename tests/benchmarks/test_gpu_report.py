@@ -39,6 +39,17 @@ def test_report_marks_unmeasured_rows():
     assert "section_s" not in md
 
 
+def test_gpu_check_quick_runs_the_paper_search(tmp_path):
+    """In the default run (the whole-script check below is slow): the search section every GPU session starts with,
+    through the same driver the Lightning module uses, so a driver change cannot break a scarce GPU run unseen."""
+    out = tmp_path / "gpu_check.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--quick", "--reserve-s", "0", "--sections",
+                    "deit_small", "--out", str(out)], cwd=ROOT, check=True, capture_output=True, timeout=600)
+    section = json.loads(out.read_text())["sections"]["deit_small"]
+    assert "error" not in section, section.get("traceback")
+    assert section["search"]["evaluations"] > 0 and section["search"]["final_fitness"] <= section["search"]["init_fitness"]
+
+
 @pytest.mark.slow
 def test_gpu_check_quick_runs_every_section(tmp_path):
     out = tmp_path / "gpu_check.json"
