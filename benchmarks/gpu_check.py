@@ -270,7 +270,7 @@ def section_compiled(run: Run) -> dict[str, Any]:
     steady = [statistics.median(ts[1:]) for ts in per_unit.values() if len(ts) > 1]
     out["suffix_compile_s"] = sum(ts[0] - statistics.median(ts[1:]) for ts in per_unit.values() if len(ts) > 1)
     out["compiled_eval_s_mean"] = statistics.mean(steady) if steady else None
-    out["compile_fell_back_to_eager"] = ev.compile_backend is None  # a failed compile warns and runs eager
+    out["compile_fell_back_to_eager"] = ev.compile_fallback  # a failed compile warns and runs eager
     out["compile_seconds"] = ev.compile_seconds
     out["end_to_end_s"] = out["calibration_s"] + out["teacher_s"] + s["search_s"]
     total = len(search_units(model)) * cfg.passes * cfg.cycles

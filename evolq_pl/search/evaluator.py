@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import nullcontext
 from functools import partial
 from typing import Callable, Sequence
 
@@ -171,11 +172,12 @@ class FitnessEvaluator:
     def outputs(self, unit: SearchUnit | None = None) -> list[torch.Tensor]:
         """Model outputs per batch: from the (cached) input of ``unit``'s stage, or a full forward."""
         stages = self.stages()
-        if unit is None or not self.use_cache:
-            full = self._suffix(0, stages)
-            return [full(x) for x in self.batches]
-        suffix = self._suffix(unit.stage_index, stages)
-        return [suffix(h) for h in self.stage_input(unit.stage_index)]
+        index = 0 if unit is None or not self.use_cache else unit.stage_index
+        suffix = self._suffix(index, stages)
+        # compiled stages read the quantized weights as graph inputs: refreshed eagerly once per evaluation, only
+        # where their scales changed (outside the compile's try: a failing refresh is not a compile failure)
+        with nullcontext() if self.compile_backend in (None, "auto") else refreshed_weights(self.model):
+            return [suffix(h) for h in self.stage_input(index)]
 
     def _suffix(self, index: int, stages: list[Callable]) -> Callable[[torch.Tensor], torch.Tensor]:
         """The forward from stage ``index`` on, through the compiled stages when a backend is set."""
@@ -192,34 +194,32 @@ class FitnessEvaluator:
             return eager(h)
         config = torch._dynamo.config
         key = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # older torch
-        # the quantized weights are graph inputs, refreshed eagerly (only where their scales changed); outside the
-        # try, since a failing refresh is not a compile failure
-        with refreshed_weights(self.model):
-            try:
-                if self._compiled is None:
-                    self._compiled = [torch.compile(stage, backend=self.compile_backend, dynamic=False)
-                                      for stage in stages]
-                start = time.perf_counter()
-                # one cache entry per distinct block shape (LeViT/Swin stages) under one code object
-                with config.patch(**{key: max(getattr(config, key), len(stages) + 8)}):
-                    out = _run(self._compiled[index:], h)
-                if index not in self._warm:
-                    self._warm.add(index)
-                    self.compile_seconds += time.perf_counter() - start
-                return out
-            except Exception as err:  # no C++ compiler, unsupported op, backend missing …: never lose the run
-                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                warnings.warn(f"search.compile_backend={self.compile_backend!r}: compiling the quantized forward "
-                              f"failed ({type(err).__name__}: {first[:200]}); using eager (same results, slower)",
-                              RuntimeWarning)
-                self.compile_backend, self.compile_fallback = None, True
-        return eager(h)
+        try:
+            if self._compiled is None:
+                self._compiled = [torch.compile(stage, backend=self.compile_backend, dynamic=False)
+                                  for stage in stages]
+            start = time.perf_counter()
+            # one cache entry per distinct block shape (LeViT/Swin stages) under one code object
+            with config.patch(**{key: max(getattr(config, key), len(stages) + 8)}):
+                out = _run(self._compiled[index:], h)
+            if index not in self._warm:
+                self._warm.add(index)
+                self.compile_seconds += time.perf_counter() - start
+            return out
+        except Exception as err:  # no C++ compiler, unsupported op, backend missing …: never lose the run
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            warnings.warn(f"search.compile_backend={self.compile_backend!r}: compiling the quantized forward "
+                          f"failed ({type(err).__name__}: {first[:200]}); using eager (same results, slower)",
+                          RuntimeWarning)
+            self.compile_backend, self.compile_fallback = None, True
+            return eager(h)
 
     def plan(self, evaluations: int, max_seconds: float = 0.0) -> None:
         """Settle ``compile_backend="auto"`` for a search of ``evaluations`` more candidate evaluations: compile
         with inductor when the eager search is expected to take ``AUTO_COMPILE_SECONDS`` or more (one full
         evaluation's measured seconds × evaluations, an upper bound since cached evaluations run a suffix, capped
-        by ``max_seconds`` when set), else stay eager. Compiling costs a warm-up (``compile_seconds``) and then makes each evaluation faster."""
+        by ``max_seconds`` when set), else stay eager. Compiling costs a warm-up (``compile_seconds``) and then
+        makes each evaluation faster."""
         if self.compile_backend != "auto":
             return
         if self.full_seconds is None:
