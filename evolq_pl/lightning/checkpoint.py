@@ -2,8 +2,13 @@
 search, the same search and selection). A mismatch is refused naming each field and both values."""
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 if TYPE_CHECKING:
     from evolq_pl.lightning.evolq import EvolQModule
@@ -60,3 +65,64 @@ def restore_search_state(module: "EvolQModule", checkpoint: dict[str, Any], resu
         module.driver.load_state_dict(state["driver"])
         module.selector.load_state_dict(state["selector"])
     module.init_scales = state["init_scales"]
+
+
+def _describe(source: dict[str, str] | None) -> str:
+    if source is None:
+        return "timm's random initialisation (no pretrained tag, no checkpoint_path)"
+    return ", ".join(f"{k} {v}" for k, v in source.items())
+
+
+def drop_float_weights(checkpoint: dict[str, Any], names: Iterable[str], source: dict[str, str] | None) -> None:
+    """Make ``checkpoint`` lean: the float weights (which a search never changes) are left out and named by
+    their source instead. Weights that nothing names (a random initialisation) stay in."""
+    if source is None:
+        return
+    state = checkpoint["state_dict"]
+    for name in names:
+        state.pop(name, None)
+    checkpoint["evolq"]["float_weights"] = source
+
+
+def fill_float_weights(checkpoint: dict[str, Any], weights: dict[str, torch.Tensor],
+                       source: dict[str, str] | None) -> None:
+    """Put back the float weights a lean checkpoint left out, from this module (built from the config's float
+    source), after checking that the config names the same weights the search started from."""
+    stored = checkpoint.get("evolq", {}).get("float_weights")
+    if stored is None:  # a self-contained checkpoint
+        return
+    if stored != source:
+        raise CheckpointMismatchError(
+            f"the checkpoint was searched from the float weights of {_describe(stored)}; this config builds "
+            f"{_describe(source)}: give the same model.init_args.pretrained / checkpoint_path as the search")
+    state = checkpoint["state_dict"]
+    for name, tensor in weights.items():
+        state.setdefault(name, tensor)
+
+
+class SearchCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint with a search's defaults: after every search step, one file (``last.ckpt``,
+    replaced each step, never ``last-v1.ckpt``: it always names this run's newest step). Its writes are
+    charged to the module's ``checkpoints`` phase. Any ModelCheckpoint argument may be given."""
+
+    def __init__(self, every_n_train_steps: int = 1, save_last: bool = True, save_top_k: int = 0,
+                 enable_version_counter: bool = False, **kwargs: Any) -> None:
+        super().__init__(every_n_train_steps=every_n_train_steps, save_last=save_last, save_top_k=save_top_k,
+                         enable_version_counter=enable_version_counter, **kwargs)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        with _charged(pl_module):
+            super().on_train_batch_end(trainer, pl_module, *args)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        with _charged(pl_module):
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        with _charged(pl_module):
+            super().on_exception(trainer, pl_module, exception)
+
+
+def _charged(pl_module: L.LightningModule) -> AbstractContextManager:
+    phases = getattr(pl_module, "phases", None)
+    return phases("checkpoints") if phases is not None else nullcontext()

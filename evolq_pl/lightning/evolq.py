@@ -16,13 +16,15 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from evolq_pl.lightning.base_data import EvolQDataModule
 from evolq_pl.lightning.calibration import CalibrationData
-from evolq_pl.lightning.checkpoint import restore_search_state, search_state
+from evolq_pl.lightning.checkpoint import drop_float_weights, fill_float_weights, restore_search_state, \
+    search_state
 from evolq_pl.lightning.metrics import evaluate, topk_metrics
 from evolq_pl.lightning.results import CandidateRecorder, ensure_writable_dir, final_results, write_results
 from evolq_pl.lightning.selection import build_selector
-from evolq_pl.models import create_quant_model, search_units
+from evolq_pl.models import create_quant_model, float_source, search_units
 from evolq_pl.quant import QuantConfig, calibrate, is_calibrated, snapshot_scales
 from evolq_pl.quant.modes import first_nonfinite
+from evolq_pl.report import PhaseTimes
 from evolq_pl.search import FitnessEvaluator, SearchConfig, SearchDriver
 
 
@@ -46,25 +48,36 @@ class EvolQModule(L.LightningModule):
             and its top-1 on the first N evaluation images (for the fitness/accuracy rank correlation;
             never used for selection). Costs one evaluation pass per candidate.
         note: one line printed above the results table and stored in results.json (what the run shows).
+        checkpoint_weights: ``lean`` (default): search checkpoints hold what the search changes (scales, search
+            state) and name the float weights they started from (pretrained tag or checkpoint file sha256),
+            which a restore rebuilds from the config and checks; ``full``: every checkpoint also holds the float
+            weights (self-contained). Weights that nothing names (a random initialisation) are always kept.
     """
 
     def __init__(self, model_name: str, model_kwargs: dict[str, Any] | None = None, pretrained: bool = False,
                  checkpoint_path: str | None = None, checkpoint_sha256: str | None = None,
                  quant: QuantConfig | None = None, search: SearchConfig | None = None,
                  selection: str = "calibration", evaluate_at_end: bool = True, output_dir: str | None = None,
-                 candidate_eval_size: int = 0, matmul_precision: str = "highest", note: str | None = None) -> None:
+                 candidate_eval_size: int = 0, matmul_precision: str = "highest", note: str | None = None,
+                 checkpoint_weights: str = "lean") -> None:
         super().__init__()
+        self.phases = PhaseTimes()
         self.automatic_optimization = False
         if matmul_precision not in ("highest", "high", "medium"):
             raise ValueError(f"matmul_precision={matmul_precision!r}: accepted: highest, high, medium")
+        if checkpoint_weights not in ("lean", "full"):
+            raise ValueError(f"checkpoint_weights={checkpoint_weights!r}: accepted: lean, full")
         self.matmul_precision, self.note = matmul_precision, note
         self.quant_cfg, self.search_cfg = quant or QuantConfig(), search or SearchConfig()
         self.model_name, self.model_kwargs = model_name, dict(model_kwargs or {})
         self.selection, self.evaluate_at_end, self.output_dir = selection, evaluate_at_end, output_dir
         self.save_hyperparameters(ignore=["quant", "search"])
-        self.model = create_quant_model(model_name, self.quant_cfg, pretrained=pretrained,
-                                        checkpoint_path=checkpoint_path, checkpoint_sha256=checkpoint_sha256,
-                                        **self.model_kwargs)
+        with self.phases("setup"):
+            self.model = create_quant_model(model_name, self.quant_cfg, pretrained=pretrained,
+                                            checkpoint_path=checkpoint_path, checkpoint_sha256=checkpoint_sha256,
+                                            **self.model_kwargs)
+            source = float_source(model_name, pretrained, checkpoint_path, checkpoint_sha256)
+        self.float_source = source if checkpoint_weights == "lean" else None
         cfg = self.search_cfg
         self.units = search_units(self.model, cfg.include_mlp, cfg.include_acts, cfg.include_embed)
         self.num_classes = getattr(self.model, "num_classes", 1000)
@@ -93,7 +106,8 @@ class EvolQModule(L.LightningModule):
         return dm
 
     def calibration(self) -> CalibrationData:
-        return self.datamodule().calibration_data()
+        with self.phases("data"):
+            return self.datamodule().calibration_data()
 
     def eval_loader(self) -> Any:
         return self.datamodule().eval_dataloader()
@@ -112,7 +126,8 @@ class EvolQModule(L.LightningModule):
         if len(batches) < world:
             raise ValueError(f"{len(batches)} calibration batches cannot be sharded over {world} processes")
         reduce = (lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")) if world > 1 else None
-        return FitnessEvaluator(self.model, [b.to(self.device) for b in batches[rank::world]], self.search_cfg,
+        with self.phases("teacher"):
+            return FitnessEvaluator(self.model, [b.to(self.device) for b in batches[rank::world]], self.search_cfg,
                                 use_cache=use_cache, reduce=reduce)
 
     def ensure_calibrated(self, calib: CalibrationData) -> None:
@@ -121,7 +136,8 @@ class EvolQModule(L.LightningModule):
         if self.init_scales is not None:  # restored from a checkpoint: calibrating would overwrite searched scales
             raise RuntimeError("the checkpoint's model is not fully calibrated; refusing to recalibrate over its "
                                "searched scales (was it written by another version of evolq_pl?)")
-        calibrate(self.model, [b.to(self.device) for b in calib.batches()])
+        with self.phases("calibration"):
+            calibrate(self.model, [b.to(self.device) for b in calib.batches()])
 
     def _score(self, calib: CalibrationData) -> Callable[[], float] | None:
         """The selector's score: held-out fitness, test top-1 (measurement only) or none."""
@@ -141,13 +157,16 @@ class EvolQModule(L.LightningModule):
         if self.evaluate_at_end:
             ensure_writable_dir(self.results_dir(), "model.init_args.output_dir")
         torch.set_float32_matmul_precision(self.matmul_precision)
+        if self.device.type == "cuda":
+            self.phases.sync = torch.cuda.synchronize
         calib = self.calibration()
         self.ensure_calibrated(calib)
         self.score = self._score(calib)
         self.driver.evaluator = self._evaluator(calib.batches())
         if self.init_scales is None:  # a fresh run (a resumed one restores these)
             self.init_scales = snapshot_scales(self.model)
-        fitness = self.driver.start()
+        with self.phases("search"):
+            fitness = self.driver.start()
         if not math.isfinite(fitness):
             where = first_nonfinite(self.model, self.driver.evaluator.batches[0])
             raise ValueError(f"calibrated init: fitness {fitness} is not finite; the first non-finite "
@@ -161,8 +180,9 @@ class EvolQModule(L.LightningModule):
         if self.driver.done:
             self.trainer.should_stop = True
             return None
-        record = self.driver.step()
-        self.selector.after_step(self.model, record["pass"], self.score)
+        with self.phases("search"):
+            record = self.driver.step()
+            self.selector.after_step(self.model, record["pass"], self.score)
         self.log_dict({"search/fitness": record["fitness"], "search/pass": float(record["pass"]),
                        "search/unit": float(record["unit"]), "search/evaluations": float(record["evaluations"])},
                       prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
@@ -182,7 +202,9 @@ class EvolQModule(L.LightningModule):
         self._finished = True
         self.selector.finalize(self.model)
         if self.evaluate_at_end:
-            results = final_results(self)
+            with self.phases("evaluation"):
+                results = final_results(self)
+            results["phase_seconds"] = dict(self.phases.seconds)
             if self.trainer.is_global_zero:
                 q, s = self.quant_cfg, self.search_cfg
                 write_results(self.results_dir(), results, self.driver.history,
@@ -205,9 +227,13 @@ class EvolQModule(L.LightningModule):
     # ----------------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["evolq"] = search_state(self)
+        names = [f"model.{n}" for n, _ in self.model.named_parameters(remove_duplicate=False)]
+        drop_float_weights(checkpoint, names, self.float_source)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         restore_search_state(self, checkpoint, resuming=self._trainer is not None and self._trainer.state.fn == "fit")
+        weights = {f"model.{n}": p.detach() for n, p in self.model.named_parameters(remove_duplicate=False)}
+        fill_float_weights(checkpoint, weights, self.float_source)
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Put a searched checkpoint (a weights-only loaded dict) into this module outside a Trainer, as

@@ -150,7 +150,9 @@ def format_results(r: dict[str, Any]) -> str:
            f"{r['search_seconds']:.1f} s search, selection={r['selection']}; top-1 on the " \
            f"{r.get('eval_split', 'test')} split, {r.get('images_evolq', '?')} images)"
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-    return "\n".join([*([r["note"]] if r.get("note") else []), head, *lines])
+    phases = ["phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in r["phase_seconds"].items())] \
+        if r.get("phase_seconds") else []
+    return "\n".join([*([r["note"]] if r.get("note") else []), head, *lines, *phases])
 
 
 class CandidateRecorder:

@@ -75,6 +75,17 @@ def load_checkpoint_file(model: nn.Module, path: str | Path, sha256: str | None 
     return model
 
 
+def float_source(name: str, pretrained: bool = False, checkpoint_path: str | None = None,
+                 checkpoint_sha256: str | None = None) -> dict[str, str] | None:
+    """What identifies the float weights a model is built from: the pretrained tag, or the checkpoint file's
+    sha256 (its content, wherever it lies); None for timm's random initialisation (nothing names it)."""
+    if pretrained:
+        return {"pretrained": name if "." in name else PRETRAINED_TAGS[name.split(".")[0]]}
+    if checkpoint_path:
+        return {"checkpoint_sha256": checkpoint_sha256 or sha256_file(checkpoint_path)}
+    return None
+
+
 def create_float_model(name: str, pretrained: bool = False, checkpoint_path: str | None = None,
                        checkpoint_sha256: str | None = None, **timm_kwargs: Any) -> nn.Module:
     """Create one of the supported timm models in eval mode.
