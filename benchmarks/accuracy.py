@@ -73,9 +73,10 @@ def specs(suites: list[str], seeds: list[int], variants: tuple[str, ...] = tuple
         elif suite == "preset-val":
             out += [dict(suite=suite, ref=m, w_bits=3, a_bits=8, seed=s, variant=v)
                     for m in MODELS for v in (None, *PRESET_CANDIDATES) for s in seeds]
-        elif suite == "preset-test":
+        elif suite == "preset-test":  # the preset and the paper's search, both at this commit, on the same seeds
             choice = chosen_preset(load()["records"])["preset"]
-            out += [dict(suite=suite, ref=m, w_bits=3, a_bits=8, seed=s, variant=choice) for m in MODELS for s in seeds]
+            out += [dict(suite=suite, ref=m, w_bits=3, a_bits=8, seed=s, variant=v)
+                    for m in MODELS for v in (None, choice) for s in seeds]
         elif suite == "hard":
             out += [dict(suite=suite, ref=m, w_bits=3, a_bits=4, seed=0, candidates=2000) for m in MODELS]
         else:
@@ -158,8 +159,9 @@ def _versus(new: dict[tuple[str, int], dict], base: dict[tuple[str, int], dict],
 
 
 def preset_comparison(records: dict[str, dict[str, Any]], preset: str) -> dict[str, dict[str, Any]]:
-    """Per model, on test: the preset's Evol-Q against the paper search's Evol-Q (main suite, W3A8)."""
-    paper, runs = _runs(records, "main", None), _runs(records, "preset-test", preset)
+    """Per model, on test: the preset's Evol-Q against the paper search's Evol-Q, both run by the preset-test
+    suite (same commit, same seeds and calibration images)."""
+    paper, runs = _runs(records, "preset-test", None), _runs(records, "preset-test", preset)
     return {ref: p for ref in MODELS if (p := _versus(runs, paper, ref)) is not None}
 
 
@@ -309,16 +311,18 @@ def preset_sections(records: dict[str, dict[str, Any]]) -> list[str]:
     tests = preset_comparison(records, name)
     if not tests:
         return out
-    runs, paper_test = _runs(records, "preset-test", name), _runs(records, "main", None)
+    runs, paper_test = _runs(records, "preset-test", name), _runs(records, "preset-test", None)
     rows = [[ref, p["n_seeds"], mean_std([paper_test[ref, s]["top1_evolq"] for s in p["seeds"]]),
              mean_std([runs[ref, s]["top1_evolq"] for s in p["seeds"]]), describe(p, mcnemar=False),
              f"{p['mcnemar_p']:.2g}" if p.get("mcnemar_p") is not None else "-", verdict(p)]
             for ref, p in tests.items()]
+    seeds = " ".join(str(s) for s in sorted({s for _, s in runs}))
     out.append(f"### Preset confirmed on test (W3A8): {name} against the paper's search\n\n`python -m "
-               f"benchmarks.accuracy --suite preset-test --seeds 0 1 2 3 4` — the same seeds and calibration "
-               f"images as the main table's paper search, top-1 on the 10,000 test images. Δ: preset − paper "
-               f"Evol-Q top-1, paired by seed, 95 % t interval; McNemar on per-image correctness pooled over "
-               f"seeds. Measured at {_commits(list(runs.values()))}.\n\n"
+               f"benchmarks.accuracy --suite preset-test --seeds {seeds}` — seeds no suite had run before (new "
+               f"calibration draws), the preset and the paper's search run by the same command at the same "
+               f"commit on the same seeds and calibration images, top-1 on the 10,000 test images. Δ: preset − "
+               f"paper Evol-Q top-1, paired by seed, 95 % t interval; McNemar on per-image correctness pooled over "
+               f"seeds. Measured at {_commits(list(runs.values()) + list(paper_test.values()))}.\n\n"
                + table(["model", "seeds", "paper Evol-Q top-1", "preset Evol-Q top-1",
                         "Δ (preset − paper) [95 % CI]", "McNemar p", "verdict"], rows) + "\n")
     return out

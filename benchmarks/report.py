@@ -119,6 +119,7 @@ def _sections() -> dict[str, Callable[[], str | None]]:
         "error_budget": lambda: budget and mod("error_budget").report(budget["records"], budget["machine"]),
         "search_speed": lambda: speed and mod("search_speed").section(speed),
         "calibration_memory": _with_before("calibration_memory", "calibration_memory"),
+        "checkpoint_cost": _with_before("checkpoint_cost", "checkpoint_cost"),
         "reference_parity": _with_before("reference_parity", "reference_parity"),
         "export": lambda: exp and mod("export").report(exp["records"], exp["machine"]),
         "landscape": lambda: land and mod("landscape").section(land),

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evolq_pl.quant.config import QuantConfig
-from evolq_pl.quant.exact import aten_bits
+from evolq_pl.quant.exact import aten_bits, exact_conv2d, exact_linear
 from evolq_pl.quant.functional import bias_correct, fake_quant
 from evolq_pl.quant.quantizer import UniformQuantizer
 
@@ -118,7 +118,7 @@ class QLinear(_QWeight, nn.Linear):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.effective_weight(), self.bias)
+        return exact_linear(x, self.effective_weight(), self.bias)
 
 
 class QConv2d(_QWeight, nn.Conv2d):
@@ -134,4 +134,7 @@ class QConv2d(_QWeight, nn.Conv2d):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.effective_weight(), self.bias)
+        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return self._conv_forward(x, self.effective_weight(), self.bias)
+        return exact_conv2d(x, self.effective_weight(), self.bias, list(self.stride), list(self.padding),
+                            list(self.dilation), self.groups)

@@ -171,6 +171,8 @@ class EvolQModule(L.LightningModule):
             where = first_nonfinite(self.model, self.driver.evaluator.batches[0])
             raise ValueError(f"calibrated init: fitness {fitness} is not finite; the first non-finite "
                              f"output comes from {where} (check the weights and the calibration images)")
+        if (decision := self.driver.evaluator.compile_decision) is not None:
+            rank_zero_info(f"compile_backend=auto: {decision['choice']} ({decision['reason']})")
         rank_zero_info(f"calibrated init: fitness {fitness:.6f} ({self.search_cfg.loss}), {len(self.units)} units "
                        f"× {self.search_cfg.passes} passes × {self.search_cfg.cycles} cycles")
 

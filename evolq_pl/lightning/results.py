@@ -69,6 +69,7 @@ def search_results(settings: dict[str, Any], driver: SearchDriver, recorder: "Ca
         "compile_backend": driver.evaluator.compile_backend if driver.evaluator else None,
         "compile_seconds": driver.evaluator.compile_seconds if driver.evaluator else 0.0,
         "compile_fallback": driver.evaluator.compile_fallback if driver.evaluator else False,
+        "compile_decision": driver.evaluator.compile_decision if driver.evaluator else None,
         "peak_memory_bytes": peak_bytes, "settings": settings,
     }
     if recorder is not None and recorder.records:

@@ -12,7 +12,7 @@ the same bits (tests/search/test_compiled.py, on CPU; on CUDA the bitwise check 
 from __future__ import annotations
 
 import functools
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
 
 import torch
 from torch import nn
@@ -20,14 +20,17 @@ from torch import nn
 F = TypeVar("F", bound=Callable)
 
 
-def aten_bits(outputs: int = 1, rows: bool = False) -> Callable[[F], F]:
+def aten_bits(outputs: int = 1, rows: bool = False, run_fake: bool = False) -> Callable[[F], F]:
     """Decorate a function of tensors whose ``outputs`` results are shaped like its first argument x (``rows``:
-    like x reduced over its last dim with keepdim, (..., 1))."""
+    like x reduced over its last dim with keepdim, (..., 1); ``run_fake``: whatever shape the function itself
+    gives on fake tensors)."""
     def wrap(fn: F) -> F:
         op = torch.library.custom_op(f"evolq_pl::{fn.__name__}", fn, mutates_args=())
 
         @op.register_fake
         def _(x: torch.Tensor, *args, **kwargs):  # noqa: ANN202 (mirrors fn's signature)
+            if run_fake:
+                return fn(x, *args, **kwargs)
             like = lambda: x.new_empty((*x.shape[:-1], 1)) if rows else torch.empty_like(x)  # noqa: E731
             return like() if outputs == 1 else tuple(like() for _ in range(outputs))
 
@@ -60,8 +63,37 @@ def exact_row_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     return x.sum(-1, keepdim=True), (x * x).sum(-1, keepdim=True), x.mean(-1, keepdim=True)
 
 
+@aten_bits(run_fake=True)
+def exact_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """F.linear with its bias added inside the GEMM (inductor splits it into a matmul and a separate add, whose
+    rounding differs)."""
+    return nn.functional.linear(x, weight, bias)
+
+
+@aten_bits(run_fake=True)
+def exact_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: list[int],
+                 padding: list[int], dilation: list[int], groups: int) -> torch.Tensor:
+    """F.conv2d with ATen's bias handling (compiled with a bias, a 16×16/16 patch convolution differed from eager
+    in the last bit of most outputs on CPU)."""
+    return nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
 class ExactGELU(nn.GELU):
     """nn.GELU with ATen's bits, compiled or not (swapped in for nn.GELU by the model converter)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return exact_gelu(x, self.approximate)
+
+
+# inductor settings that keep eager's float rounding in generated GPU (Triton) kernels: no a*b+c contracted into
+# one FMA (``emulate_precision_casts`` turns Triton's fp fusion off), IEEE-rounded division (``x / s`` right
+# before a round), no flush of denormals to zero. CPU code is unaffected. Only those this torch has are set.
+EAGER_NUMERICS = {"emulate_precision_casts": True, "eager_numerics.division_rounding": True,
+                  "eager_numerics.disable_ftz": True}
+
+
+def inductor_options() -> dict[str, bool]:
+    """The ``EAGER_NUMERICS`` settings this torch knows (``torch.compile(options=...)`` refuses unknown keys)."""
+    from torch._inductor import config
+    known = config.get_config_copy()
+    return {k: v for k, v in EAGER_NUMERICS.items() if k in known}

@@ -3,6 +3,7 @@ only the stages from that unit on (DESIGN §5). The cache is keyed on what it de
 the tensors the earlier stages read, so no caller has to say when it went stale."""
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from contextlib import nullcontext
@@ -14,12 +15,13 @@ from torch import nn
 
 from evolq_pl.layers import refreshed_weights
 from evolq_pl.models.units import SearchUnit
+from evolq_pl.quant.exact import inductor_options
 from evolq_pl.quant.modes import quant_disabled
 from evolq_pl.search.evolution import SearchConfig
 from evolq_pl.search.fitness import get_loss
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
-AUTO_COMPILE_SECONDS = 300.0  # compile_backend="auto" compiles searches expected to run longer eagerly
+AUTO_TRIAL_SECONDS = 30.0  # compile_backend="auto" tries compiling only searches expected to run this long eagerly
 Key = tuple[tuple[int, int, int], ...]
 
 
@@ -116,7 +118,8 @@ class FitnessEvaluator:
         self._warm: set[int] = set()  # suffix indices already run compiled
         self.compile_seconds = 0.0  # first compiled call from each index (compilation + one run)
         self.compile_fallback = False  # compiling failed and the evaluator went eager
-        self.full_seconds: float | None = None  # the last full-forward evaluation
+        self.clock: Callable[[], float] = time.perf_counter  # (a fake one in tests)
+        self.compile_decision: dict[str, object] | None = None  # what "auto" measured and chose
 
     def stages(self) -> list[Callable]:
         return self.model.stage_fns(prelogits=self.prelogits)
@@ -196,7 +199,8 @@ class FitnessEvaluator:
         key = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # older torch
         try:
             if self._compiled is None:
-                self._compiled = [torch.compile(stage, backend=self.compile_backend, dynamic=False)
+                options = inductor_options() if self.compile_backend == "inductor" else None
+                self._compiled = [torch.compile(stage, backend=self.compile_backend, dynamic=False, options=options)
                                   for stage in stages]
             start = time.perf_counter()
             # one cache entry per distinct block shape (LeViT/Swin stages) under one code object
@@ -215,31 +219,47 @@ class FitnessEvaluator:
             return eager(h)
 
     def plan(self, evaluations: int, max_seconds: float = 0.0) -> None:
-        """Settle ``compile_backend="auto"`` for a search of ``evaluations`` more candidate evaluations: compile
-        with inductor when the eager search is expected to take ``AUTO_COMPILE_SECONDS`` or more (one full
-        evaluation's measured seconds × evaluations, an upper bound since cached evaluations run a suffix, capped
-        by ``max_seconds`` when set), else stay eager. Compiling costs a warm-up (``compile_seconds``) and then
-        makes each evaluation faster."""
+        """Settle ``compile_backend="auto"`` for a search of ``evaluations`` more candidate evaluations, from
+        measurements on this machine: one full evaluation timed eager; if the eager search would take under
+        ``AUTO_TRIAL_SECONDS`` (capped by ``max_seconds`` when set) it stays eager (a compile warm-up of tens of
+        seconds cannot pay back); else the stages are compiled and a full evaluation is timed compiled, and
+        the faster path is kept (the warm-up is spent either way). Both paths give the same bits, so the choice
+        changes the speed only. What was measured and chosen is in ``compile_decision``."""
         if self.compile_backend != "auto":
             return
-        if self.full_seconds is None:
-            self()  # time one full evaluation
-        assert self.full_seconds is not None
-        expected = self.full_seconds * evaluations
+        self.compile_backend = None
+        eager = self._timed()
+        expected = eager * evaluations
         if max_seconds > 0:  # a time budget caps the search (a cold compile would eat into it)
             expected = min(expected, max_seconds)
-        self.compile_backend = "inductor" if expected >= AUTO_COMPILE_SECONDS else None
+        decision: dict[str, object] = {"evaluations": evaluations, "eager_evaluation_s": eager,
+                                       "expected_eager_search_s": expected}
+        if expected < AUTO_TRIAL_SECONDS:
+            self.compile_decision = {**decision, "choice": "eager",
+                                     "reason": f"an eager search of {expected:.0f} s is too short to repay a compile"}
+            return
+        self.compile_backend = "inductor"
+        warm_up = self._timed()  # compiles every stage (the warm-up) and runs once
+        compiled = self._timed() if not self.compile_fallback else math.inf
+        faster = compiled < eager
+        self.compile_backend = "inductor" if faster else None
+        self.compile_decision = {**decision, "compile_s": warm_up, "compiled_evaluation_s": compiled,
+                                 "choice": "inductor" if faster else "eager",
+                                 "reason": "compile failed" if self.compile_fallback else
+                                 f"a compiled evaluation takes {compiled / eager:.2f}x an eager one"}
+
+    def _timed(self) -> float:
+        """Seconds of one full evaluation on this machine (the result waits for the device)."""
+        start = self.clock()
+        self()
+        return self.clock() - start
 
     @torch.no_grad()
     def __call__(self, unit: SearchUnit | None = None) -> float:
         """Fitness of the model's current scales (lower is better); NaN if any batch loss is not finite."""
         total = torch.zeros(2, dtype=torch.float64, device=self.batches[0].device)
-        start = time.perf_counter()
         for out, ref in zip(self.outputs(unit), self.teacher):
             total[0] += self.loss_fn(out, ref, self.temperature).double()
             total[1] += 1
         total = self.reduce(total)
-        value = (total[0] / total[1]).item()
-        if unit is None or not self.use_cache:
-            self.full_seconds = time.perf_counter() - start
-        return value
+        return (total[0] / total[1]).item()

@@ -111,19 +111,44 @@ def test_no_working_compiler_falls_back_to_eager(monkeypatch):
     assert ev.compile_backend is None and value == FitnessEvaluator(model, batches, SearchConfig(compile_backend=None))(unit)
 
 
-def test_auto_compiles_only_searches_long_enough_to_repay_the_warm_up():
+class FakeClock:
+    """Advances by the seconds a full evaluation takes on the evaluator's current path (eager or compiled)."""
+
+    def __init__(self, ev: FitnessEvaluator, eager: float, compiled: float) -> None:
+        self.ev, self.eager, self.compiled, self.now, self.calls = ev, eager, compiled, 0.0, 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        if self.calls % 2 == 0:  # the end of a timed evaluation
+            self.now += self.eager if self.ev.compile_backend is None else self.compiled
+        return self.now
+
+
+@pytest.mark.parametrize("eager, compiled, evaluations, choice", [
+    (0.1, 0.05, 299, "eager"),  # 29.9 s eager: too short to try a compile
+    (0.1, 0.05, 300, "inductor"),  # long enough, and compiled measured faster
+    (0.1, 0.12, 3000, "eager"),  # long enough, but compiled measured slower on this machine
+])
+def test_auto_keeps_the_path_measured_faster(eager, compiled, evaluations, choice):
     model, batches = tiny_model("deit")
-    decide = []
-    for seconds, evaluations in ((2.0, 149), (2.0, 150)):  # 298 s < 300 s ≤ 300 s
-        ev = FitnessEvaluator(model, batches)
-        assert ev.compile_backend == "auto"
-        ev.full_seconds = seconds
-        ev.plan(evaluations)
-        decide.append(ev.compile_backend)
-    assert decide == [None, "inductor"]
     ev = FitnessEvaluator(model, batches)
-    ev.plan(1)  # nothing timed yet: one full evaluation is timed first
-    assert ev.full_seconds is not None and ev.full_seconds > 0 and ev.compile_backend is None
+    assert ev.compile_backend == "auto"
+    ev.clock = FakeClock(ev, eager, compiled)
+    ev.plan(evaluations)
+    d = ev.compile_decision
+    assert d["choice"] == choice and ev.compile_backend == (None if choice == "eager" else "inductor")
+    assert d["eager_evaluation_s"] == pytest.approx(eager) and d["evaluations"] == evaluations
+    assert d["expected_eager_search_s"] == pytest.approx(eager * evaluations)
+    if evaluations >= 300:  # the trial timed a warm-up call and a compiled call
+        assert d["compiled_evaluation_s"] == pytest.approx(compiled) and "compile_s" in d
+
+
+def test_auto_respects_a_time_budget():
+    model, batches = tiny_model("deit")
+    ev = FitnessEvaluator(model, batches)
+    ev.clock = FakeClock(ev, 1.0, 0.5)
+    ev.plan(1000, max_seconds=20.0)
+    assert ev.compile_backend is None and ev.compile_decision["expected_eager_search_s"] == 20.0
 
 
 def test_driver_plans_the_evaluations_left():
