@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import README_MD, replace_block, table, update_section, write_json
+from benchmarks.report import README_MD, RESULTS, replace_block, table, update_section, write_json
 
 
 
@@ -67,7 +67,7 @@ def model_rows(models: dict[str, Any], searched: dict[str, Any]) -> list[list[An
 def benchmarks_md(res: dict[str, Any], commit: str, date: str) -> str:
     env, s = res["environment"], res["sections"]
     deit, vitb, mp, comp = s.get("deit_small", {}), s.get("vit_base_memory", {}), s.get("matmul_precision", {}), s.get("compiled", {})
-    md = [f"## GPU performance\n",
+    md = [f"## GPU performance\n", *([user_path_md(res["user_path"]), ""] if "user_path" in res else []),
           f"`benchmarks/gpu_check.sh` on one **{env['device']}** ({env['memory_gb']:.0f} GiB), torch {env['torch']}, "
           f"CUDA {env['cuda']}, timm {env['timm']}; measured {date} at commit `{commit}` in {len(res['runs'])} runs "
           f"on two machines of that kind (a row from run 2 says so). Random weights (`randomize_`), "
@@ -105,7 +105,8 @@ def benchmarks_md(res: dict[str, Any], commit: str, date: str) -> str:
                    ["  steady compiled evaluation (those short suffixes), s", f(comp["compiled_eval_s_mean"], 3), ""]]),
                "\nThe compiled search was **not measured to its end**: the run's time cap stopped it after "
                f"{se['evaluations']} evaluations (`deit_small_search_seconds_compiled` is null). The whole forward "
-               "compiles to the float forward's time, but compiled logits are **not equal** to eager ones "
+               f"compiles to the float forward's time, but at `{commit}` (before the exact linear/conv ops and "
+               "inductor settings of the user-path run above) compiled logits were **not equal** to eager ones "
                "(reassociated arithmetic moves values across rounding boundaries), so a compiled search is not "
                "the eager search's trajectory.\n"]
     if measured(vitb):
@@ -139,7 +140,72 @@ def benchmarks_md(res: dict[str, Any], commit: str, date: str) -> str:
     return "\n".join(md)
 
 
+def user_path_record(run: dict[str, Any], warm: dict[str, Any] | None, commit: str, date: str) -> dict[str, Any]:
+    """gpu_check.json's ``user_path``: a ``benchmarks.gpu_user_path`` run (and a rerun of its default fit on the same
+    machine, warm compile cache) condensed to what the report shows."""
+    def fit(r: dict[str, Any]) -> dict[str, Any]:
+        res = r["results"]
+        return {"command": r["command"], "wall_seconds": r["wall_seconds"], "checkpoint_bytes": r.get("checkpoint_bytes"),
+                **{k: res.get(k) for k in ("phase_seconds", "search_seconds", "compile_backend", "compile_seconds",
+                                           "compile_decision", "fitness_init", "fitness_final")}}
+    diag = {label: {"options": d["options"], "differing": {n: r for n, r in d["rows"].items() if r.get("equal") is False}}
+            for label, d in run["compiled_vs_eager"].items()}
+    fits = {k.removeprefix("fit_"): fit(v) for k, v in run.items() if k.startswith("fit_") and "results" in v}
+    if warm is not None and "results" in warm:
+        fits["default_warm_cache"] = fit(warm)
+    return {**run["user_path"], "device": run["device"], "torch": run["torch"], "commit": commit, "date": date,
+            "float_floor_s": run["float_floor"]["floor_s"], "float_full_evaluation_s": run["float_floor"]["full_evaluation_s"],
+            "fits": fits, "compiled_vs_eager": diag}
+
+
+def user_path_md(up: dict[str, Any]) -> str:
+    rows = []
+    for name, r in up["fits"].items():
+        ph = r["phase_seconds"]
+        d = r.get("compile_decision") or {}
+        rows.append([name, r["compile_backend"] or "eager", f(r["wall_seconds"]), f(ph["search"]),
+                     f(ph["search"] / up["float_floor_s"], 2), f(d.get("compile_s")),
+                     " / ".join(f(ph[k]) for k in ("setup", "data", "calibration", "teacher", "checkpoints", "evaluation")),
+                     f"{r['checkpoint_bytes']:,}", f"{r['fitness_final']:.6f}"])
+    default = up["compiled_vs_eager"].get("default", {})
+    differing = ", ".join(f"{n} ({r['differing']} values, ≤ {r['max_abs']:.3g})" for n, r in default.get("differing", {}).items())
+    exact = up["compiled_vs_eager"].get("exact", {})
+    return (f"### The user path: DeiT-S W4A8 by `evolq-pl fit`\n\n`benchmarks/gpu_check.sh` → "
+            f"`benchmarks.gpu_user_path` on one **{up['device']}**, torch {up['torch']}, measured {up['date']} at "
+            f"commit `{up['commit']}`: the shipped configs (`configs/imagenet/base.yaml` + `deit_small_w4a8.yaml`), "
+            "paper-default search (360 evaluations), float weights from a local checkpoint (random, `randomize_`), "
+            "a synthetic ImageFolder of 1,000 + 500 256-px JPEGs, default settings (`default`: `compile_backend: "
+            "auto`), then the path auto did not take, forced (`eager`), and the default run again on the same "
+            "machine (`default_warm_cache`: inductor's cache warm). Wall = the `evolq-pl fit` process; phases from "
+            "results.json. Float floor = the same evaluations (one full, then K per unit per pass from the "
+            f"cached unit input) timed on the float model: {up['float_floor_s']:.1f} s (a full float evaluation of "
+            f"1,000 images {up['float_full_evaluation_s']:.3f} s).\n\n"
+            + table(["run", "path", "wall s", "search s", "search / float floor", "compile s",
+                     "setup / data / calibration / teacher / checkpoints / evaluation s", "checkpoint bytes / step",
+                     "final fitness"], rows)
+            + f"\n\nCompiled scales = eager scales after the full search: **{up['compiled_scales_equal']}** "
+            f"({up['scales_differing']} of {up['scales']} differ). Targets: wall ≤ 90 s, search ≤ 1.3× the float "
+            f"floor — **not met** ({up['wall_seconds']:.0f} s, {up['search_over_float_floor']:.2f}×). Per stage and "
+            "per module (the first block, each compiled alone on its eager input): with inductor's default settings "
+            f"these differ from eager: {differing or 'none'}; with `evolq_pl.quant.exact.inductor_options()` "
+            f"({', '.join(f'`{k}`' for k in exact.get('options', {}))}) none "
+            f"{'differs' if not exact.get('differing') else 'but ' + ', '.join(exact['differing'])}.\n")
+
+
 def readme_md(res: dict[str, Any]) -> str:
+    if "user_path" in res:
+        up = res["user_path"]
+        rows = [[name, r["compile_backend"] or "eager", f(r["wall_seconds"] / 60, 1), f(r["phase_seconds"]["search"])]
+                for name, r in up["fits"].items()]
+        return (f"Measured run time on one {up['device']} (DeiT-S W4A8, paper-default search, `evolq-pl fit` with "
+                "the shipped ImageNet configs and default settings, 1,000 calibration + 500 evaluation images; "
+                f"random weights and synthetic images, `benchmarks/gpu_check.sh` at `{up['commit']}`; BENCHMARKS.md, "
+                "GPU section — the other models there are projections, not runs):\n\n"
+                + table(["run", "path", "minutes (whole process)", "search s"], rows))
+    return _projected_readme_md(res)
+
+
+def _projected_readme_md(res: dict[str, Any]) -> str:
     env, models = res["environment"], res["sections"].get("models", {})
     deit = res["sections"].get("deit_small", {})
     rows = []
@@ -160,12 +226,20 @@ def update_readme(markdown: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("runs", nargs="*", type=Path, help="benchmarks.gpu_check JSON files (none: keep the stored ones)")
     p.add_argument("--commit", required=True, help="commit the runs measured")
     p.add_argument("--date", required=True)
+    p.add_argument("--user-path", type=Path, help="a benchmarks.gpu_user_path JSON file")
+    p.add_argument("--user-path-warm", type=Path, help="its default fit rerun on the same machine (warm cache)")
     a = p.parse_args()
-    res = merge([json.loads(r.read_text()) for r in a.runs])
-    res.update(commit=a.commit, date=a.date)
+    if a.runs:
+        res = merge([json.loads(r.read_text()) for r in a.runs])
+        res.update(commit=a.commit, date=a.date)
+    else:
+        res = json.loads((RESULTS / "gpu_check.json").read_text())
+    if a.user_path:
+        warm = json.loads(a.user_path_warm.read_text()) if a.user_path_warm else None
+        res["user_path"] = user_path_record(json.loads(a.user_path.read_text()), warm, a.commit, a.date)
     write_json("gpu_check", res)
     update_section("gpu")
     update_readme(readme_md(res))

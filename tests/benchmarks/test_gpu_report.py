@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from benchmarks.gpu_report import benchmarks_md, merge
+from benchmarks.gpu_report import benchmarks_md, merge, user_path_md, user_path_record
 from benchmarks.report import ROOT
 
 
@@ -60,3 +60,25 @@ def test_gpu_check_quick_runs_every_section(tmp_path):
         assert "error" not in part and "skipped" not in part, (name, part)
     assert res["deit_small_search_seconds"] > 0
     assert res["sections"]["compiled"]["same_final_scales_as_eager"]["quantizers"] > 0
+
+
+def test_user_path_record_and_report_come_from_the_run():
+    fit = lambda wall, backend: {  # noqa: E731
+        "command": "evolq-pl fit …", "wall_seconds": wall, "checkpoint_bytes": 1000,
+        "results": {"phase_seconds": {k: 1.0 for k in ("setup", "data", "calibration", "teacher", "search",
+                                                       "checkpoints", "evaluation")} | {"search": 60.0},
+                    "search_seconds": 50.0, "compile_backend": backend, "compile_seconds": 5.0,
+                    "compile_decision": {"compile_s": 5.0}, "fitness_init": 2.0, "fitness_final": 1.5}}
+    raw = {"device": "NVIDIA H200", "torch": "2.11", "fit_default": fit(100.0, "inductor"), "fit_eager": fit(150.0, None),
+           "float_floor": {"floor_s": 40.0, "full_evaluation_s": 0.25},
+           "compiled_vs_eager": {"default": {"options": {}, "rows": {"stage0": {"equal": False, "differing": 3, "max_abs": 0.5},
+                                                                     "stage1": {"equal": True}}},
+                                 "exact": {"options": {"a": True}, "rows": {"stage0": {"equal": True}}}},
+           "user_path": {"wall_seconds": 100.0, "search_over_float_floor": 1.5, "compiled_scales_equal": True,
+                         "scales_differing": 0, "scales": 10}}
+    up = user_path_record(raw, None, "abc", "2026-12-04")
+    assert up["wall_seconds"] == 100.0 and up["compiled_scales_equal"] and list(up["fits"]) == ["default", "eager"]
+    assert up["compiled_vs_eager"]["default"]["differing"] == {"stage0": {"equal": False, "differing": 3, "max_abs": 0.5}}
+    md = user_path_md(up)
+    assert "| default | inductor | 100.0 | 60.0 | 1.50 | 5.0 |" in md and "| eager | eager | 150.0 |" in md
+    assert "stage0 (3 values, ≤ 0.5)" in md and "**not met** (100 s, 1.50×)" in md
