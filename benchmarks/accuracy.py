@@ -26,12 +26,13 @@ from typing import Any
 
 import lightning as L
 
+from benchmarks.fingerprint import fingerprint
 from benchmarks.report import RESULTS, machine, table, update_section, write_json
 from evolq_pl.lightning import EvolQModule, FashionMNISTDataModule
 from evolq_pl.models.reference import reference_model
 from evolq_pl.quant import QuantConfig
 from evolq_pl.search import SearchConfig
-from evolq_pl.stats import compare_runs, describe, verdict
+from evolq_pl.stats import compare_runs, describe, verdict, with_holm
 
 MODELS = ("deit_fmnist", "levit_fmnist")
 # options beyond the paper, tried when the paper's search shows no gain (SearchConfig overrides)
@@ -111,7 +112,7 @@ def run(spec: dict[str, Any], threads_note: str) -> dict[str, Any]:
     trainer.fit(module, datamodule=dm)
     record = json.loads((module.results_dir() / "results.json").read_text())
     record.update(spec=spec, key=key(spec), wall_seconds=time.perf_counter() - start, threads=threads_note,
-                  checkpoint_sha256=ref["sha256"])
+                  checkpoint_sha256=ref["sha256"], fingerprint=fingerprint())
     return record
 
 
@@ -123,6 +124,12 @@ def is_current(record: dict[str, Any]) -> bool:
 def paired(rs: list[dict[str, Any]]) -> dict[str, Any]:
     """Evol-Q against the calibrated init over a group's seeds (McNemar when every run stored correctness)."""
     return compare_runs(sorted(rs, key=lambda r: r["spec"]["seed"]))
+
+
+def family(groups: dict[Any, list[dict[str, Any]]]) -> dict[Any, dict[str, Any]]:
+    """The paired comparison of each group of one family of claims (a suite's table), McNemar p adjusted over
+    the family by Holm's method (``holm_p``, which the verdict uses)."""
+    return with_holm({name: paired(rs) for name, rs in groups.items()})
 
 
 def _runs(records: dict[str, dict[str, Any]], suite: str, variant: str | None,
@@ -162,7 +169,7 @@ def preset_comparison(records: dict[str, dict[str, Any]], preset: str) -> dict[s
     """Per model, on test: the preset's Evol-Q against the paper search's Evol-Q, both run by the preset-test
     suite (same commit, same seeds and calibration images)."""
     paper, runs = _runs(records, "preset-test", None), _runs(records, "preset-test", preset)
-    return {ref: p for ref in MODELS if (p := _versus(runs, paper, ref)) is not None}
+    return with_holm({ref: p for ref in MODELS if (p := _versus(runs, paper, ref)) is not None})
 
 
 def jsonable(p: dict[str, Any]) -> dict[str, Any]:
@@ -187,14 +194,25 @@ def group_stats(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
     for r in records.values():
         if is_current(r):
             groups.setdefault(key({**r["spec"], "seed": "*"}), []).append(r)
+    suites = {r["spec"]["suite"] for rs in groups.values() for r in rs}
+    compared = {name: p for suite in sorted(suites)  # one family of claims per suite
+                for name, p in family({n: rs for n, rs in groups.items() if rs[0]["spec"]["suite"] == suite}).items()}
     out = {}
     for name, rs in sorted(groups.items()):
-        p = paired(rs)
+        p = compared[name]
         out[name] = {k: p[k] for k in ("n_seeds", "delta_mean", "gain", "loss")}
         out[name]["delta_ci95"] = jsonable(p)["delta_ci95"]
         out[name].update(seeds=sorted(r["spec"]["seed"] for r in rs), mcnemar_p=p.get("mcnemar_p"),
-                         only_init=p.get("only_base"), only_evolq=p.get("only_new"))
+                         holm_p=p.get("holm_p"), verdict=verdict(p), only_init=p.get("only_base"),
+                         only_evolq=p.get("only_new"))
     return out
+
+
+def _p(p: dict[str, Any]) -> str:
+    """McNemar p (Holm-adjusted over the table) for a table cell."""
+    if p.get("mcnemar_p") is None:
+        return "-"
+    return f"{p['mcnemar_p']:.2g}" + (f" (Holm {p['holm_p']:.2g})" if p.get("holm_p") is not None else "")
 
 
 def mean_std(values: list[float]) -> str:
@@ -229,20 +247,21 @@ def _group(pool: list[dict[str, Any]], suite: str) -> dict[tuple, list[dict[str,
 
 def _rows(groups: dict[tuple, list[dict[str, Any]]]) -> list[list[Any]]:
     out = []
+    compared = family(groups)
     for (ref, w, a, sel, loss), rs in sorted(groups.items()):
-        p = paired(rs)
+        p = compared[ref, w, a, sel, loss]
         df = [r["fitness_init"] - r["fitness_final"] for r in rs]
         rho = [r["spearman_fitness_top1"] for r in rs if "spearman_fitness_top1" in r]
         out.append([ref, f"W{w}A{a}", sel, loss, len(rs), f"{rs[0]['top1_float']:.2f}",
                     mean_std([r["top1_init"] for r in rs]), mean_std([r["top1_evolq"] for r in rs]),
-                    describe(p, mcnemar=False), f"{p['mcnemar_p']:.2g}" if "mcnemar_p" in p else "-", verdict(p),
+                    describe(p, mcnemar=False), _p(p), verdict(p),
                     f"{statistics.mean(df):.2e}", f"{rho[0]:.2f}" if rho else "-",
                     f"{statistics.mean(r['search_seconds'] for r in rs):.0f}"])
     return out
 
 
 HEADER = ["model", "bits", "selection", "loss", "seeds", "float top-1", "init top-1", "Evol-Q top-1",
-          "Δ top-1 (Evol-Q − init), mean [95 % CI]", "McNemar p", "verdict", "fitness gain",
+          "Δ top-1 (Evol-Q − init), mean [95 % CI]", "McNemar p (Holm over the table)", "verdict", "fitness gain",
           "Spearman(fitness, top-1)", "search s"]
 SECTIONS = (("Main table (selection on calibration fitness, the default)", "main"),
             ("Selection: held-out train split vs the published test-set selection (W3A8). "
@@ -268,7 +287,8 @@ def report(records: dict[str, dict[str, Any]]) -> str:
              "images (seeded by the run's seed), top-1 on all 10,000 test images, mean ± std over seeds "
              "(sample std, ddof = 1). Δ: the mean paired difference Evol-Q − init over seeds with its 95 % t "
              "interval; McNemar: exact two-sided test on per-image correctness pooled over seeds (runs that "
-             "stored it). A gain (or loss) is claimed only where the interval excludes zero. "
+             "stored it), Holm-adjusted over each table (one family of claims). A gain (or loss) is claimed only where "
+             "the interval excludes zero and the adjusted McNemar p < 0.05. "
              "`search s` includes per-candidate or per-step test evaluations where a suite makes them; runs "
              "shared the 2 cores with other processes.\n"]
     for title, suite in SECTIONS:
@@ -314,7 +334,7 @@ def preset_sections(records: dict[str, dict[str, Any]]) -> list[str]:
     runs, paper_test = _runs(records, "preset-test", name), _runs(records, "preset-test", None)
     rows = [[ref, p["n_seeds"], mean_std([paper_test[ref, s]["top1_evolq"] for s in p["seeds"]]),
              mean_std([runs[ref, s]["top1_evolq"] for s in p["seeds"]]), describe(p, mcnemar=False),
-             f"{p['mcnemar_p']:.2g}" if p.get("mcnemar_p") is not None else "-", verdict(p)]
+             _p(p), verdict(p)]
             for ref, p in tests.items()]
     seeds = " ".join(str(s) for s in sorted({s for _, s in runs}))
     out.append(f"### Preset confirmed on test (W3A8): {name} against the paper's search\n\n`python -m "
@@ -375,6 +395,30 @@ def plot(records: dict[str, dict[str, Any]]) -> None:
     fig.savefig(RESULTS / "accuracy.png", dpi=120)
 
 
+COMPARED = ("top1_float", "top1_init", "top1_evolq", "correct_float", "correct_init", "correct_evolq",
+            "fitness_init", "fitness_final")
+
+
+def verify(records: dict[str, dict[str, Any]], k: int) -> int:
+    """Rerun ``k`` current records chosen at random at the working tree; 0 if each reproduces exactly (top-1,
+    per-image correctness, fitness), else 1 after printing what differs."""
+    import random
+    chosen = random.Random().sample(sorted(n for n, r in records.items() if is_current(r)), k)
+    failed = 0
+    for name in chosen:
+        old = records[name]
+        print(f"== verify {name} (measured at {old.get('machine', {}).get('commit', '?')})", flush=True)
+        new = run(old["spec"], "verify")
+        differ = [f for f in COMPARED if old.get(f) != new.get(f)]
+        for f in differ:
+            show = (lambda v: v) if not f.startswith("correct_") else (lambda v: f"{str(v)[:16]}…")
+            print(f"   {f}: recorded {show(old.get(f))}, now {show(new.get(f))}")
+        print("   reproduced exactly" if not differ else f"   DIFFERS in {len(differ)} fields")
+        failed += bool(differ)
+    print(f"{k - failed} of {k} records reproduced exactly")
+    return 1 if failed else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", nargs="+", default=["main"])
@@ -384,8 +428,12 @@ def main() -> None:
     parser.add_argument("--variant-bits", nargs="+", type=int, default=[3], help="weight bits of the variants suite")
     parser.add_argument("--force", action="store_true", help="rerun records that already exist")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--verify", type=int, metavar="K", help="rerun K records chosen at random and compare their "
+                        "per-image correctness exactly (exit 1 on any difference); writes nothing")
     args = parser.parse_args()
     stored = load()
+    if args.verify:
+        raise SystemExit(verify(stored["records"], args.verify))
     if not args.report_only:
         import torch
         threads = f"{torch.get_num_threads()} threads"

@@ -149,10 +149,12 @@ def _accuracy_summary(records: dict[str, dict[str, Any]]) -> list[str]:
     current = [r for r in records.values() if accuracy.is_current(r)]
     lines = ["", "**Does the paper's search beat the calibrated init?** Top-1 on the 10,000 test images, Evol-Q − "
              "init paired over seeds: mean [95 % t interval] and, where every run stored per-image correctness, "
-             "exact McNemar pooled over seeds (about these runs, not new seeds); a gain is claimed only where "
-             "the interval excludes zero:", ""]
-    for (ref, w, a, _, _), rs in sorted(accuracy._group(current, "main").items()):
-        p = accuracy.paired(rs)
+             "exact McNemar pooled over seeds (about these runs, not new seeds), Holm-adjusted over the six "
+             "settings below; a gain is claimed only where the interval excludes zero and the adjusted p < 0.05:", ""]
+    groups = accuracy._group(current, "main")
+    compared = accuracy.family(groups)
+    for (ref, w, a, sel, loss), rs in sorted(groups.items()):
+        p = compared[ref, w, a, sel, loss]
         mean = lambda f: statistics.mean(r[f] for r in rs)  # noqa: E731
         lines.append(f"- {ref} W{w}A{a} (seeds {sorted(r['spec']['seed'] for r in rs)}): float "
                      f"{rs[0]['top1_float']:.2f}, init {mean('top1_init'):.2f}, Evol-Q {mean('top1_evolq'):.2f}; "
@@ -173,7 +175,8 @@ def _preset_summary(records: dict[str, dict[str, Any]]) -> list[str]:
     return ["", f"**A preset beyond the paper** (`configs/presets/beyond_paper.yaml`: {name}, "
             f"`{accuracy.VARIANTS[name]}`), chosen on the validation split among {len(accuracy.PRESET_CANDIDATES)} "
             f"candidates (mean Δ {choice['val_delta_mean'][name]['delta_mean']:+.2f} over the paper's search there), "
-            f"then against the paper's search on test, paired by seed: " + (found or "not measured on test yet") + "."]
+            f"then against the paper's search on test on fresh seeds, both run at one commit, paired by seed "
+            f"(Holm over the two models): " + (found or "not measured on test yet") + "."]
 
 
 def render_readme() -> str:
@@ -257,6 +260,28 @@ def summary() -> str:
     return "\n".join(lines)
 
 
+def stale_records(current: str | None = None) -> str | None:
+    """Why the cited accuracy records do not hold for the working tree (None: every one does): records whose
+    code fingerprint (``benchmarks.fingerprint``) differs from the working tree's, or that carry none."""
+    acc = _load("accuracy")
+    if acc is None:
+        return None
+    accuracy = importlib.import_module("benchmarks.accuracy")
+    if current is None:
+        current = importlib.import_module("benchmarks.fingerprint").fingerprint()
+    stale: dict[str, set[str]] = {}
+    for r in acc["records"].values():
+        if accuracy.is_current(r) and r.get("fingerprint") != current:
+            stale.setdefault(r["spec"]["suite"], set()).add(r.get("machine", {}).get("commit", "?"))
+    if not stale:
+        return None
+    count = sum(1 for r in acc["records"].values() if accuracy.is_current(r) and r.get("fingerprint") != current)
+    where = "; ".join(f"{suite} (measured at {', '.join(sorted(c))})" for suite, c in sorted(stale.items()))
+    return (f"{count} cited accuracy records were measured by code whose fingerprint differs from the working "
+            f"tree's ({current}): {where}; rerun them: python -m benchmarks.accuracy --suite "
+            f"{' '.join(sorted(stale))} --force")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Rewrite BENCHMARKS.md and BENCHMARKS_HISTORY.md from the stored JSON.")
     parser.add_argument("--check", action="store_true", help="exit 1 if the files differ from the regenerated ones")
@@ -267,6 +292,8 @@ def main() -> None:
                  if not p.exists() or p.read_text() != text]
         if stale:
             raise SystemExit(f"{', '.join(stale)} differ from `python -m benchmarks.report`; run it")
+        if problem := stale_records():
+            raise SystemExit(problem)
         return
     update_section("summary")
     print(f"wrote {BENCHMARKS_MD.name}, {HISTORY_MD.name} and README.md's headline block")

@@ -129,10 +129,37 @@ def compare_runs(runs: Sequence[dict[str, Any]], base_runs: Sequence[dict[str, A
                              bits(base_runs, base), bits(runs, new))
 
 
+ALPHA = 0.05
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values for one family of tests (monotone, capped at 1); a missing p-value
+    stays missing and does not count towards the family's size."""
+    order = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p))
+        out[i] = running
+    return out
+
+
+def with_holm(family: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each comparison of a family of claims with ``holm_p``, its McNemar p adjusted over the family (in place)."""
+    names = [n for n, p in family.items() if p.get("mcnemar_p") is not None]
+    for name, adjusted in zip(names, holm([family[n]["mcnemar_p"] for n in names])):
+        family[name]["holm_p"] = adjusted
+    return family
+
+
 def verdict(p: dict[str, Any]) -> str:
-    """What a paired comparison supports, in words."""
+    """What a paired comparison supports, in words: a gain (or loss) needs the interval over seeds to exclude
+    zero and, where the comparison is one of a family (``holm_p``), the family-corrected McNemar p < 0.05."""
     if p["n_seeds"] < 2:
         return "one seed: no interval, no claim"
+    corrected = p.get("holm_p")
+    if (p["gain"] or p["loss"]) and corrected is not None and corrected >= ALPHA:
+        return f"no claim (Holm-corrected McNemar p = {corrected:.2g})"
     if p["gain"]:
         return "gain"
     if p["loss"]:
@@ -146,4 +173,6 @@ def describe(p: dict[str, Any], mcnemar: bool = True) -> str:
     low, high = p["delta_ci95"]
     ci = f" [{low:+.2f}, {high:+.2f}]" if p["n_seeds"] > 1 else ""
     mcnemar_text = f", McNemar p = {p['mcnemar_p']:.2g}" if mcnemar and p.get("mcnemar_p") is not None else ""
+    if mcnemar_text and p.get("holm_p") is not None:
+        mcnemar_text += f" (Holm {p['holm_p']:.2g})"
     return f"{p['delta_mean']:+.2f}{ci}{mcnemar_text}"

@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from evolq_pl.stats import (compare_runs, mcnemar_exact, pack_bits, paired_ci95, paired_comparison, t_quantile,
-                            unpack_bits, verdict)
+from evolq_pl.stats import (compare_runs, holm, mcnemar_exact, pack_bits, paired_ci95, paired_comparison, t_quantile,
+                            unpack_bits, verdict, with_holm)
 
 
 @pytest.mark.parametrize("df, expected", [(1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622), (29, 2.0452)])
@@ -58,3 +58,18 @@ def test_compare_runs_pairs_two_searches_by_seed():
     assert out["delta_mean"] == 25.0 and (out["only_new"], out["only_base"]) == (2, 0)
     assert out["mcnemar_p"] == pytest.approx(0.5) and not out["gain"]  # identical deltas: no spread
     assert compare_runs(preset, paper[:1], base="evolq") is None  # unpaired seeds compare nothing
+
+
+def test_holm_adjusts_by_rank_and_stays_monotone():
+    # sorted 0.01, 0.03, 0.04 (m = 3): 3·0.01 = 0.03; 2·0.03 = 0.06; 1·0.04 = 0.04 → raised to 0.06 (monotone)
+    out = holm([0.01, 0.04, 0.03, None])
+    assert out[:3] == pytest.approx([0.03, 0.06, 0.06]) and out[3] is None
+    assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_a_gain_needs_the_family_corrected_p_too():
+    p = {"n_seeds": 5, "gain": True, "loss": False, "delta_ci95": [0.01, 0.18], "mcnemar_p": 0.039}
+    assert verdict(p) == "gain"  # alone, no family
+    family = with_holm({"a": dict(p), "b": {**p, "mcnemar_p": 0.01}, "c": {**p, "mcnemar_p": 0.5}})
+    assert family["a"]["holm_p"] == pytest.approx(0.078) and verdict(family["a"]) == "no claim (Holm-corrected McNemar p = 0.078)"
+    assert family["b"]["holm_p"] == pytest.approx(0.03) and verdict(family["b"]) == "gain"

@@ -21,7 +21,9 @@ from evolq_pl.search.evolution import SearchConfig
 from evolq_pl.search.fitness import get_loss
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
-AUTO_TRIAL_SECONDS = 30.0  # compile_backend="auto" tries compiling only searches expected to run this long eagerly
+# compile_backend="auto" tries compiling only searches expected to run this long eagerly: a cold compile took
+# 17-20 s (DeiT-S, H200 and 2 CPU cores) and saved 17-22 % on a CPU, 49 % on an H200 (BENCHMARKS.md)
+AUTO_TRIAL_SECONDS = 120.0
 Key = tuple[tuple[int, int, int], ...]
 
 
@@ -222,7 +224,7 @@ class FitnessEvaluator:
         """Settle ``compile_backend="auto"`` for a search of ``evaluations`` more candidate evaluations, from
         measurements on this machine: one full evaluation timed eager; if the eager search would take under
         ``AUTO_TRIAL_SECONDS`` (capped by ``max_seconds`` when set) it stays eager (a compile warm-up of tens of
-        seconds cannot pay back); else the stages are compiled and a full evaluation is timed compiled, and
+        seconds would not pay back); else the stages are compiled and a full evaluation is timed compiled, and
         the faster path is kept (the warm-up is spent either way). Both paths give the same bits, so the choice
         changes the speed only. What was measured and chosen is in ``compile_decision``."""
         if self.compile_backend != "auto":

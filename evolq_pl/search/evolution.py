@@ -33,7 +33,7 @@ class SearchConfig:
         loss: fitness loss (infonce, mse, kl, cosine); ``temperature`` T (infoNCE is scaled by 2T).
         features: fitness on the ``logits`` (paper) or on the ``prelogits`` features (beyond the paper).
         compile_backend: ``torch.compile`` backend for candidate evaluation: ``auto`` (default) times one
-            evaluation eager and, where the eager search would take ≥ 30 s, one compiled with inductor, and
+            evaluation eager and, where the eager search would take ≥ 120 s, one compiled with inductor, and
             keeps the faster (measured on the machine it runs on; ``FitnessEvaluator.plan``); a backend name
             (``inductor``) forces it, None = eager. Compiled and eager
             give the same bits; a failed compile warns once and runs eager.
