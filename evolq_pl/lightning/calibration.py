@@ -1,6 +1,7 @@
 """Calibration data shared by every DataModule: a seeded subset of *train* images, resident in memory."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +57,17 @@ class CalibrationData:
             raise ValueError(f"calib batch_size={self.batch_size}: must be ≥ 1")
         if len(self.images) == 0:
             raise ValueError("calibration set is empty")
+
+    def identity(self) -> dict[str, object]:
+        """What makes the fitness these images define: their count, batching and content (sha256 of the pixels,
+        held-out images included). A resumed search must see the same."""
+        h = hashlib.sha256()
+        for t in (self.images, self.holdout_images):
+            if t is not None:
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        held = 0 if self.holdout_images is None else len(self.holdout_images)
+        return {"images": len(self.images), "batch_size": self.batch_size, "holdout_images": held,
+                "sha256": h.hexdigest()}
 
     def batches(self) -> list[torch.Tensor]:
         """Calibration images split into fixed batches (the last one may be smaller)."""

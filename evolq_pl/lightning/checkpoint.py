@@ -47,7 +47,7 @@ def search_state(module: "EvolQModule") -> dict[str, Any]:
     """The checkpoint's ``evolq`` entry: what the weights mean, the search config, driver and selector state."""
     return {"meta": _meta(module), "search_config": module.search_cfg.to_dict(), "selection": module.selection,
             "driver": module.driver.state_dict(), "selector": module.selector.state_dict(),
-            "init_scales": module.init_scales}
+            "init_scales": module.init_scales, "calibration": module.data_identity}
 
 
 def restore_search_state(module: "EvolQModule", checkpoint: dict[str, Any], resuming: bool) -> None:
@@ -63,6 +63,7 @@ def restore_search_state(module: "EvolQModule", checkpoint: dict[str, Any], resu
                    {**search_identity(state["search_config"]), "selection": state["selection"]},
                    {**search_identity(module.search_cfg.to_dict()), "selection": module.selection})
         module.driver.load_state_dict(state["driver"])
+        module.resumed_data_identity = state.get("calibration")  # checked once the data is read (fit start)
         module.selector.load_state_dict(state["selector"])
     module.init_scales = state["init_scales"]
 

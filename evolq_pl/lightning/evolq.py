@@ -16,8 +16,8 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from evolq_pl.lightning.base_data import EvolQDataModule
 from evolq_pl.lightning.calibration import CalibrationData
-from evolq_pl.lightning.checkpoint import drop_float_weights, fill_float_weights, restore_search_state, \
-    search_state
+from evolq_pl.lightning.checkpoint import check_same, drop_float_weights, fill_float_weights, \
+    restore_search_state, search_state
 from evolq_pl.lightning.metrics import evaluate, topk_metrics
 from evolq_pl.lightning.results import CandidateRecorder, ensure_writable_dir, final_results, write_results
 from evolq_pl.lightning.selection import build_selector
@@ -88,6 +88,8 @@ class EvolQModule(L.LightningModule):
         self.init_scales: dict[str, torch.Tensor] | None = None  # the calibrated initialisation's
         self.score: Callable[[], float] | None = None  # what the selector ranks states by, set at fit start
         self._finished = False
+        self.data_identity: dict[str, Any] | None = None  # the calibration images this search's fitness is on
+        self.resumed_data_identity: dict[str, Any] | None = None  # a resumed checkpoint's
         self.val_metrics = torch.nn.ModuleDict(topk_metrics(self.num_classes))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -160,6 +162,9 @@ class EvolQModule(L.LightningModule):
         if self.device.type == "cuda":
             self.phases.sync = torch.cuda.synchronize
         calib = self.calibration()
+        self.data_identity = calib.identity()
+        if self.resumed_data_identity is not None:  # the fitness must be on the images the search started on
+            check_same("checkpoint calibration data", self.resumed_data_identity, self.data_identity)
         self.ensure_calibrated(calib)
         self.score = self._score(calib)
         self.driver.evaluator = self._evaluator(calib.batches())

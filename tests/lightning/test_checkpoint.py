@@ -107,3 +107,24 @@ def test_results_record_phase_seconds(tmp_path):
     assert list(phases) == ["setup", "data", "calibration", "teacher", "search", "checkpoints", "evaluation"]
     assert all(phases[k] > 0 for k in ("setup", "calibration", "teacher", "search", "evaluation"))
     assert phases["checkpoints"] == 0.0
+
+
+class OtherImages(RandomImages):
+    """The same sizes, other pixels (another subset seed, in effect)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.x = self.x.flip(0)
+
+
+def test_resume_on_other_calibration_images_refused(tmp_path):
+    path = float_file(tmp_path)
+    killed = module(path, evaluate_at_end=False)
+    trainer(tmp_path / "b", max_steps=2, callbacks=[SearchCheckpoint(dirpath=tmp_path / "ck")]).fit(
+        killed, datamodule=RandomImages())
+    assert load(tmp_path / "ck" / "last.ckpt")["evolq"]["calibration"]["images"] == 64
+    resumed = module(path, evaluate_at_end=False)
+    with pytest.raises(CheckpointMismatchError, match=r"^checkpoint calibration data does not match this run "
+                                                      r"\(sha256: checkpoint='\w+', config='\w+'\)$"):
+        trainer(tmp_path / "c", enable_checkpointing=False).fit(resumed, datamodule=OtherImages(),
+                                                              ckpt_path=str(tmp_path / "ck" / "last.ckpt"))
