@@ -1,6 +1,7 @@
 """LightningCLI for evolq_pl: ``fit`` / ``validate`` with YAML configs (class_path/init_args)."""
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -17,13 +18,31 @@ _EXPECTED_WARNINGS = (
     r"LightningCLI's args parameter is intended",  # evolq_pl.cli passes argv on itself (without --traceback)
 )
 
+# Lightning's info lines that say nothing about a search (hardware probes, advertising, a TF32 hint the search
+# declines on purpose: ``matmul_precision`` defaults to fp32 for quantization fidelity)
+_NOISE = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:", "You are using a CUDA device",
+          "LOCAL_RANK:")
+_NOISE_WARNINGS = (
+    r"Your `IterableDataset` has `__len__` defined", r"The number of training batches \(\d+\) is smaller",
+    r"The 'train_dataloader' does not have many workers", r"TensorFloat32 tensor cores for float32 matrix",
+)
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_NOISE)
+
+
 # --ckpt_path names Lightning resolves itself (it loads them weights-only too)
 CKPT_ALIASES = ("last", "best", "hpc", "registry")
 
 
 def quiet_expected_warnings() -> None:
-    for pattern in _EXPECTED_WARNINGS:
+    """Lightning's warnings about what the search does on purpose, and its lines that say nothing about a search."""
+    for pattern in (*_EXPECTED_WARNINGS, *_NOISE_WARNINGS):
         warnings.filterwarnings("ignore", message=pattern)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_DropNoise())
 
 
 def _set_init_arg(component: Any, key: str, value: Any) -> None:
@@ -58,6 +77,10 @@ class EvolQCLI(LightningCLI):
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        # a frozen model has nothing to summarise; no sanity check (a search never validates per step); metrics
+        # logged at every search step (a search has 6-120 steps, below Lightning's default interval of 50)
+        kwargs.setdefault("trainer_defaults", {"enable_model_summary": False, "num_sanity_val_steps": 0,
+                                               "log_every_n_steps": 1})
         kwargs.setdefault("parser_kwargs", {
             "fit": {"description": "Calibrate and run the Evol-Q search. With --ckpt_path, resume it: the config "
                                    "wins and a checkpoint of other settings is refused."},
@@ -75,6 +98,8 @@ class EvolQCLI(LightningCLI):
                             help="put this run's logs, checkpoints and results.json under this folder "
                                  "(replaces the config's default_root_dir, logger save_dir, checkpoint dirpath, "
                                  "output_dir)")
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="fit: replace a finished run in --run_dir (refused otherwise)")
 
     def _parse_ckpt_path(self) -> None:
         """The config wins over the checkpoint's hyper-parameters (the checkpoint is checked against it instead)."""
@@ -88,4 +113,8 @@ class EvolQCLI(LightningCLI):
         if config.get("run_dir"):
             from evolq_pl.lightning.results import ensure_writable_dir
             ensure_writable_dir(Path(config.run_dir), "--run_dir")
+            finished = Path(config.run_dir) / "results.json"
+            if self.subcommand == "fit" and not ckpt and not config.get("overwrite") and finished.exists():
+                raise ValueError(f"--run_dir={config.run_dir!r} holds a finished run ({finished}): give another "
+                                 "--run_dir, or pass --overwrite true to replace it")
             redirect_outputs(config, config.run_dir)

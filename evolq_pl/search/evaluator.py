@@ -176,8 +176,10 @@ class FitnessEvaluator:
     @torch.no_grad()
     def outputs(self, unit: SearchUnit | None = None) -> list[torch.Tensor]:
         """Model outputs per batch: from the (cached) input of ``unit``'s stage, or a full forward."""
+        return self._outputs_from(0 if unit is None or not self.use_cache else unit.stage_index)
+
+    def _outputs_from(self, index: int) -> list[torch.Tensor]:
         stages = self.stages()
-        index = 0 if unit is None or not self.use_cache else unit.stage_index
         suffix = self._suffix(index, stages)
         # compiled stages read the quantized weights as graph inputs: refreshed eagerly once per evaluation, only
         # where their scales changed (outside the compile's try: a failing refresh is not a compile failure)
@@ -222,27 +224,32 @@ class FitnessEvaluator:
 
     def plan(self, evaluations: int, max_seconds: float = 0.0) -> None:
         """Settle ``compile_backend="auto"`` for a search of ``evaluations`` more candidate evaluations, from
-        measurements on this machine: one full evaluation timed eager; if the eager search would take under
-        ``AUTO_TRIAL_SECONDS`` (capped by ``max_seconds`` when set) it stays eager (a compile warm-up of tens of
-        seconds would not pay back); else the stages are compiled and a full evaluation is timed compiled, and
+        measurements on this machine: a full and a last-unit evaluation timed eager; if the eager search (their
+        mean × ``evaluations``) would take under ``AUTO_TRIAL_SECONDS`` (capped by ``max_seconds`` when set) it
+        stays eager (a compile warm-up of tens of seconds would not pay back); else the stages are compiled and a full evaluation is timed compiled, and
         the faster path is kept (the warm-up is spent either way). Both paths give the same bits, so the choice
         changes the speed only. What was measured and chosen is in ``compile_decision``."""
         if self.compile_backend != "auto":
             return
         self.compile_backend = None
-        eager = self._timed()
-        expected = eager * evaluations
+        eager = self._timed(0)
+        # a unit's evaluation runs the stages from its own on: with blocks alike, the mean of the full forward
+        # and the last block's suffix (the shortest) is the mean evaluation
+        last = max(len(self.stages()) - 2, 0) if self.use_cache else 0
+        self._fitness(last)  # fills the stage-input cache
+        mean = (eager + self._timed(last)) / 2
+        expected = mean * evaluations
         if max_seconds > 0:  # a time budget caps the search (a cold compile would eat into it)
             expected = min(expected, max_seconds)
         decision: dict[str, object] = {"evaluations": evaluations, "eager_evaluation_s": eager,
-                                       "expected_eager_search_s": expected}
+                                       "eager_mean_evaluation_s": mean, "expected_eager_search_s": expected}
         if expected < AUTO_TRIAL_SECONDS:
             self.compile_decision = {**decision, "choice": "eager",
                                      "reason": f"an eager search of {expected:.0f} s is too short to repay a compile"}
             return
         self.compile_backend = "inductor"
-        warm_up = self._timed()  # compiles every stage (the warm-up) and runs once
-        compiled = self._timed() if not self.compile_fallback else math.inf
+        warm_up = self._timed(0)  # compiles every stage (the warm-up) and runs once
+        compiled = self._timed(0) if not self.compile_fallback else math.inf
         faster = compiled < eager
         self.compile_backend = "inductor" if faster else None
         self.compile_decision = {**decision, "compile_s": warm_up, "compiled_evaluation_s": compiled,
@@ -250,17 +257,21 @@ class FitnessEvaluator:
                                  "reason": "compile failed" if self.compile_fallback else
                                  f"a compiled evaluation takes {compiled / eager:.2f}x an eager one"}
 
-    def _timed(self) -> float:
-        """Seconds of one full evaluation on this machine (the result waits for the device)."""
+    def _timed(self, index: int) -> float:
+        """Seconds of one evaluation from stage ``index`` on this machine (the result waits for the device)."""
         start = self.clock()
-        self()
+        self._fitness(index)
         return self.clock() - start
 
     @torch.no_grad()
     def __call__(self, unit: SearchUnit | None = None) -> float:
         """Fitness of the model's current scales (lower is better); NaN if any batch loss is not finite."""
+        return self._fitness(0 if unit is None or not self.use_cache else unit.stage_index)
+
+    @torch.no_grad()
+    def _fitness(self, index: int) -> float:
         total = torch.zeros(2, dtype=torch.float64, device=self.batches[0].device)
-        for out, ref in zip(self.outputs(unit), self.teacher):
+        for out, ref in zip(self._outputs_from(index), self.teacher):
             total[0] += self.loss_fn(out, ref, self.temperature).double()
             total[1] += 1
         total = self.reduce(total)

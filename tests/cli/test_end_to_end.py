@@ -42,7 +42,20 @@ def searched(tmp_path_factory, fashion_mnist_available):
     assert fit.startswith("evolq-pl fit ")
     out = shell(f"{fit} {' '.join(SMALL)}")
     assert out.returncode == 0, out.stderr[-3000:]
+    (run_dir / "fit.out").write_text(out.stdout + out.stderr)
     return run_dir, run_dir / "checkpoints" / "last.ckpt", json.loads((run_dir / "results.json").read_text())
+
+
+def test_fit_prints_what_matters_and_logs_every_step(searched):
+    run_dir, _, results = searched
+    printed = (run_dir / "fit.out").read_text()
+    for noise in ("💡 Tip", "Total FLOPs", "IterableDataset", "log_every_n_steps", "GPU available", "Sanity Checking"):
+        assert noise not in printed, noise
+    assert "calibrated init: fitness" in printed and "phases: setup" in printed
+    rows = (next(run_dir.rglob("metrics.csv"))).read_text().splitlines()
+    fitness = rows[0].split(",").index("search/fitness")
+    steps = [r for r in rows[1:] if r.split(",")[fitness]]
+    assert len(steps) == results["evaluations"] // 3  # one row per search step (K = 3 evaluations each)
 
 
 def test_readme_user_path_validate_export_reload_onnxruntime(searched, tmp_path):

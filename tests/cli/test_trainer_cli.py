@@ -68,3 +68,16 @@ def test_bad_config_fails_before_work(tmp_path):
     assert bad.returncode != 0 and "search.loss='l1'" in bad.stderr
     bad = cli("fit", "--config", str(config), "--model.init_args.model_name", "resnet50")
     assert bad.returncode != 0 and "unknown model 'resnet50'" in bad.stderr
+
+
+def test_fit_into_a_finished_run_folder_is_refused_before_work(tmp_path):
+    """(issue 28, defect 1: a second fit silently replaced results.json and wrote last-v1.ckpt)"""
+    config = tiny_config(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "results.json").write_text("{}")
+    again = cli("fit", "--config", str(config), "--run_dir", str(tmp_path / "run"))
+    assert again.returncode == 2
+    assert again.stderr.splitlines()[-2] == (f"error: --run_dir={str(tmp_path / 'run')!r} holds a finished run "
+                                            f"({tmp_path / 'run' / 'results.json'}): give another --run_dir, or "
+                                            "pass --overwrite true to replace it")
+    assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any work
