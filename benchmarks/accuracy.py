@@ -32,7 +32,7 @@ from evolq_pl.lightning import EvolQModule, FashionMNISTDataModule
 from evolq_pl.models.reference import reference_model
 from evolq_pl.quant import QuantConfig
 from evolq_pl.search import SearchConfig
-from evolq_pl.stats import compare_runs, describe, verdict, with_holm
+from evolq_pl.report.stats import compare_runs, describe, verdict, with_holm
 
 MODELS = ("deit_fmnist", "levit_fmnist")
 # options beyond the paper, tried when the paper's search shows no gain (SearchConfig overrides)
@@ -76,8 +76,8 @@ def specs(suites: list[str], seeds: list[int], variants: tuple[str, ...] = tuple
                     for m in MODELS for v in (None, *PRESET_CANDIDATES) for s in seeds]
         elif suite == "preset-test":  # the preset and the paper's search, both at this commit, on the same seeds
             choice = chosen_preset(load()["records"])["preset"]
-            out += [dict(suite=suite, ref=m, w_bits=3, a_bits=8, seed=s, variant=v)
-                    for m in MODELS for v in (None, choice) for s in seeds]
+            out += [dict(suite=suite, ref=m, w_bits=3, a_bits=8, seed=s, variant=v)  # pairs complete one by one
+                    for s in seeds for m in MODELS for v in (None, choice)]
         elif suite == "hard":
             out += [dict(suite=suite, ref=m, w_bits=3, a_bits=4, seed=0, candidates=2000) for m in MODELS]
         else:

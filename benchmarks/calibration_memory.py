@@ -23,7 +23,7 @@ import torch
 
 from benchmarks.report import RESULTS, benchmark_parser, machine, machine_line, record, table
 from evolq_pl import QuantConfig, calibrate, create_quant_model, quant_disabled
-from tests.helpers import randomize_
+from evolq_pl.models.random_weights import randomize_
 
 
 def _status_kib(key: str) -> int:

@@ -36,7 +36,7 @@ from typing import Any, Callable
 import torch
 
 from evolq_pl import QuantConfig, calibrate, create_quant_model, search_units
-from tests.helpers import randomize_
+from evolq_pl.models.random_weights import randomize_
 from evolq_pl.quant import quant_disabled
 from evolq_pl.quant.quantizer import UniformQuantizer
 from evolq_pl.search import FitnessEvaluator, SearchConfig, SearchDriver

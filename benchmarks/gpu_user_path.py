@@ -29,7 +29,7 @@ from evolq_pl.quant import quant_disabled
 from evolq_pl.quant.exact import inductor_options
 from evolq_pl.search import FitnessEvaluator, SearchConfig
 from benchmarks.synthetic import fit_cli, float_checkpoint, make_imagefolder
-from tests.helpers import randomize_
+from evolq_pl.models.random_weights import randomize_
 
 MODEL = "deit_small_patch16_224"
 SKIP = {"drop1", "drop2", "attn_drop", "proj_drop", "drop_path1", "drop_path2", "ls1", "ls2", "norm", "q_norm",

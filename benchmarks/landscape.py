@@ -24,7 +24,7 @@ from evolq_pl.cli.landscape import prepare
 from evolq_pl.models.reference import reference_model
 from evolq_pl.search.evolution import paper_mutation_range
 from evolq_pl.search.landscape import SweepSpec, roughness
-from evolq_pl.stats import describe, paired_comparison, verdict
+from evolq_pl.report.stats import describe, paired_comparison, verdict
 
 CONFIG = "configs/fmnist/deit.yaml"
 METRICS = ("infonce", "mse", "kl", "cosine", "ce", "top1")

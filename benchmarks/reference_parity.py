@@ -23,7 +23,7 @@ from benchmarks.report import benchmark_parser, machine, machine_line, record, t
 from evolq_pl import QuantConfig, calibrate, create_quant_model
 from evolq_pl.models.factory import create_float_model
 from evolq_pl.quant import UniformQuantizer
-from tests.helpers import randomize_
+from evolq_pl.models.random_weights import randomize_
 
 
 MODELS = {"deit_tiny_patch16_224": 8, "swin_tiny_patch4_window7_224": 4}  # model → images per batch

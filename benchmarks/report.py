@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from evolq_pl.stats import describe, verdict
+from evolq_pl.report.stats import describe, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -33,7 +33,7 @@ from benchmarks.report import machine, machine_line, table, update_section, writ
 from evolq_pl import QuantConfig, calibrate, create_quant_model, search_units
 from evolq_pl.models.factory import create_float_model
 from evolq_pl.search import FitnessEvaluator, SearchConfig, SearchDriver
-from tests.helpers import randomize_
+from evolq_pl.models.random_weights import randomize_
 
 # glibc's allocator pinned for every child: by default its mmap threshold rises with the sizes freed so far, so
 # whether a forward's 1–5 MB temporaries come from the heap or from fresh, page-faulted mmaps depends on what the

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from evolq_pl.models import create_float_model
-from tests.helpers import randomize_
+from evolq_pl.models.random_weights import randomize_
 
 
 def make_imagefolder(root: Path, train: int, val: int, classes: int = 10, size: int = 256) -> None:

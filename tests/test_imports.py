@@ -1,6 +1,9 @@
-"""DESIGN §1: imports go one way only (quant ← layers ← models ← search ← export ← lightning ← cli).
+"""DESIGN §1: imports go one way only (quant ← layers ← models ← search ← export ← report ← lightning ← cli), and
+no two files import each other, directly or through others (in evolq_pl/ and in benchmarks/, which never
+imports tests/).
 
-Checked on the source of every module (imports inside functions included), then by importing every module.
+Checked on the source of every module (imports inside functions and under TYPE_CHECKING included), then by
+importing every module.
 """
 import ast
 import subprocess
@@ -10,9 +13,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "evolq_pl"
-ORDER = ["quant", "layers", "models", "search", "export", "lightning", "cli"]
+ORDER = ["quant", "layers", "models", "search", "export", "report", "lightning", "cli"]
 NO_THIRD_PARTY = {"quant": {"timm", "lightning"}, "layers": {"timm", "lightning"}, "models": {"lightning"},
-                  "search": {"lightning"}, "export": {"lightning"}}
+                  "search": {"lightning"}, "export": {"lightning"}, "report": {"lightning"}}
+BENCHMARKS = PACKAGE.parent / "benchmarks"
 SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE)  # every subpackage module
 
 
@@ -57,3 +61,85 @@ def test_every_module_imports():
     code = "import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(files: list[Path]) -> dict[str, set[str]]:
+    """Module → the modules of ``files`` it imports (``from a.b import c`` counts as a.b.c where that is a module,
+    else a.b); every import statement counts, wherever it stands."""
+    names = {module_name(f): f for f in files}
+
+    def owner(imp: str) -> str:
+        while imp and imp not in names:
+            imp = imp.rpartition(".")[0]
+        return imp
+
+    graph = {}
+    for name, f in names.items():
+        package = name if f.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Import):
+                targets |= {owner(a.name) for a in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+                module = f"{base}.{node.module}".strip(".") if node.module else base
+                targets |= {owner(f"{module}.{a.name}") for a in node.names}  # a submodule, else the module
+        graph[name] = targets - {"", name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (each an import circle), by Tarjan's algorithm."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circles_in_the_package_or_the_benchmarks():
+    for root in (PACKAGE, BENCHMARKS):
+        assert cycles(import_graph(sorted(root.rglob("*.py")))) == [], f"import circles in {root.name}/"
+
+
+def test_benchmarks_never_import_tests():
+    for f in sorted(BENCHMARKS.rglob("*.py")):
+        assert not any(n.split(".")[0] == "tests" for n in imported(f.read_text(), "benchmarks")), f.name
+
+
+def test_the_circle_check_sees_type_checking_and_function_imports(tmp_path, monkeypatch):
+    pkg = tmp_path / "evolq_pl"
+    (pkg / "a").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a" / "__init__.py").write_text("")
+    (pkg / "a" / "x.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from evolq_pl.a.y import Y\n")
+    (pkg / "a" / "y.py").write_text("def f():\n    from evolq_pl.a import x\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", pkg)
+    assert cycles(import_graph(sorted(pkg.rglob("*.py")))) == [["evolq_pl.a.x", "evolq_pl.a.y"]]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from evolq_pl.cli.argv import command_parser
-from evolq_pl.stats import compare_runs, describe, verdict
+from evolq_pl.report.stats import compare_runs, describe, verdict
 
 # arguments the seeds command sets for every seed itself
 SEED_OWNED = ("--run_dir", "--ckpt_path", "--model.init_args.search.seed", "--data.init_args.seed", "--seed_everything")

@@ -10,6 +10,9 @@ import lightning as L
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from evolq_pl.lightning.checkpoint import load_checkpoint
+from evolq_pl.lightning.results import ensure_writable_dir
+
 # Lightning warnings that describe what the search does on purpose (eval-mode model, no per-step
 # validation, a no-op optimizer that only counts search steps).
 _EXPECTED_WARNINGS = (
@@ -108,10 +111,8 @@ class EvolQCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         ckpt = config.get("ckpt_path")
         if ckpt and ckpt not in CKPT_ALIASES:  # refuse a pickle payload or a foreign file before building anything
-            from evolq_pl.cli.restore import load_checkpoint
             load_checkpoint(ckpt)
         if config.get("run_dir"):
-            from evolq_pl.lightning.results import ensure_writable_dir
             ensure_writable_dir(Path(config.run_dir), "--run_dir")
             finished = Path(config.run_dir) / "results.json"
             if self.subcommand == "fit" and not ckpt and not config.get("overwrite") and finished.exists():

@@ -4,18 +4,33 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Iterable
+from pathlib import Path
+from typing import Any, Iterable
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.core.saving import pl_load
 
-if TYPE_CHECKING:
-    from evolq_pl.lightning.evolq import EvolQModule
-
+from evolq_pl.models.factory import CheckpointError
 
 class CheckpointMismatchError(ValueError):
     pass
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint as plain tensors and containers: never unpickles arbitrary objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"ckpt_path={str(path)!r}: no such file")
+    try:
+        checkpoint = pl_load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a pickle payload, a truncated or foreign file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"ckpt_path={str(path)!r}: not a weights-only checkpoint, refused ({first})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"ckpt_path={str(path)!r}: not a Lightning checkpoint (no state_dict)")
+    return checkpoint
 
 
 def search_identity(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -39,33 +54,21 @@ def check_same(what: str, stored: dict[str, Any], current: dict[str, Any]) -> No
         raise CheckpointMismatchError(f"{what} does not match this run ({details})")
 
 
-def _meta(module: "EvolQModule") -> dict[str, Any]:
-    return {"model_name": module.model_name, "model_kwargs": module.model_kwargs, "quant": asdict(module.quant_cfg)}
-
-
-def search_state(module: "EvolQModule") -> dict[str, Any]:
-    """The checkpoint's ``evolq`` entry: what the weights mean, the search config, driver and selector state."""
-    return {"meta": _meta(module), "search_config": module.search_cfg.to_dict(), "selection": module.selection,
-            "driver": module.driver.state_dict(), "selector": module.selector.state_dict(),
-            "init_scales": module.init_scales, "calibration": module.data_identity}
-
-
-def restore_search_state(module: "EvolQModule", checkpoint: dict[str, Any], resuming: bool) -> None:
-    """Check a checkpoint against ``module``'s config (a resumed search: also the same search), then put its
-    driver, selector and initial scales back (the state dict is Lightning's, or ``restore``'s, to load)."""
+def checked_state(checkpoint: dict[str, Any], meta: dict[str, Any],
+                  search: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The checkpoint's ``evolq`` entry, checked against this run: the same model, sizes and quantization
+    (``meta``) and, for a resumed search, the same search settings and selection (``search``: ``search_config``
+    and ``selection``; None outside ``fit``)."""
     state = checkpoint.get("evolq")
     if state is None or "driver" not in state:
         raise CheckpointMismatchError("ckpt_path: not an evolq_pl search checkpoint of this version "
                                       "(no 'evolq' driver state)")
-    check_same("checkpoint", state["meta"], _meta(module))  # what the weights and scales mean
-    if resuming:
+    check_same("checkpoint", state["meta"], meta)  # what the weights and scales mean
+    if search is not None:
         check_same("checkpoint search config",
                    {**search_identity(state["search_config"]), "selection": state["selection"]},
-                   {**search_identity(module.search_cfg.to_dict()), "selection": module.selection})
-        module.driver.load_state_dict(state["driver"])
-        module.resumed_data_identity = state.get("calibration")  # checked once the data is read (fit start)
-        module.selector.load_state_dict(state["selector"])
-    module.init_scales = state["init_scales"]
+                   {**search_identity(search["search_config"]), "selection": search["selection"]})
+    return state
 
 
 def _describe(source: dict[str, str] | None) -> str:

@@ -7,6 +7,7 @@ a labelled measurement mode). Results and checkpoint state live in ``results.py`
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,8 +17,8 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from evolq_pl.lightning.base_data import EvolQDataModule
 from evolq_pl.lightning.calibration import CalibrationData
-from evolq_pl.lightning.checkpoint import check_same, drop_float_weights, fill_float_weights, \
-    restore_search_state, search_state
+from evolq_pl.lightning.checkpoint import check_same, checked_state, drop_float_weights, fill_float_weights, \
+    search_identity
 from evolq_pl.lightning.metrics import evaluate, topk_metrics
 from evolq_pl.lightning.results import CandidateRecorder, ensure_writable_dir, final_results, write_results
 from evolq_pl.lightning.selection import build_selector
@@ -209,8 +210,10 @@ class EvolQModule(L.LightningModule):
         self._finished = True
         self.selector.finalize(self.model)
         if self.evaluate_at_end:
+            run = lambda: evaluate(self.model, self.eval_loader(), self.num_classes, self.device)  # noqa: E731
             with self.phases("evaluation"):
-                results = final_results(self)
+                results = final_results(self.run_settings(), self.driver, self.model, run, self.init_scales,
+                                        self.recorder, self.matmul_precision, self.note, self.device)
             results["phase_seconds"] = dict(self.phases.seconds)
             if self.trainer.is_global_zero:
                 q, s = self.quant_cfg, self.search_cfg
@@ -232,13 +235,35 @@ class EvolQModule(L.LightningModule):
     test_step = validation_step
 
     # ----------------------------------------------------------------------------------------- checkpoints
+    def run_settings(self) -> dict[str, Any]:
+        """What makes two runs comparable (``seeds`` refuses to average runs whose settings differ)."""
+        dm = self.datamodule()
+        return {"model": self.model_name, "model_kwargs": self.model_kwargs, "quant": asdict(self.quant_cfg),
+                "search": search_identity(self.search_cfg.to_dict()), "selection": self.selection,
+                "calib_size": self.data_identity["images"] if self.data_identity else len(self.calibration().images),
+                "eval_split": getattr(dm, "eval_split", "test"), "val_size": getattr(dm, "val_size", 0)}
+
+    def meta(self) -> dict[str, Any]:
+        """What the weights and scales mean (a checkpoint of other values is refused)."""
+        return {"model_name": self.model_name, "model_kwargs": self.model_kwargs, "quant": asdict(self.quant_cfg)}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["evolq"] = search_state(self)
+        checkpoint["evolq"] = {"meta": self.meta(), "search_config": self.search_cfg.to_dict(),
+                               "selection": self.selection, "driver": self.driver.state_dict(),
+                               "selector": self.selector.state_dict(), "init_scales": self.init_scales,
+                               "calibration": self.data_identity}
         names = [f"model.{n}" for n, _ in self.model.named_parameters(remove_duplicate=False)]
         drop_float_weights(checkpoint, names, self.float_source)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        restore_search_state(self, checkpoint, resuming=self._trainer is not None and self._trainer.state.fn == "fit")
+        resuming = self._trainer is not None and self._trainer.state.fn == "fit"
+        search = {"search_config": self.search_cfg.to_dict(), "selection": self.selection} if resuming else None
+        state = checked_state(checkpoint, self.meta(), search)
+        if resuming:
+            self.driver.load_state_dict(state["driver"])
+            self.selector.load_state_dict(state["selector"])
+            self.resumed_data_identity = state.get("calibration")  # checked once the data is read (fit start)
+        self.init_scales = state["init_scales"]
         weights = {f"model.{n}": p.detach() for n, p in self.model.named_parameters(remove_duplicate=False)}
         fill_float_weights(checkpoint, weights, self.float_source)
 

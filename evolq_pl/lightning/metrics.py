@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from evolq_pl.stats import pack_bits
+from evolq_pl.report.stats import pack_bits
 
 
 def topk_metrics(num_classes: int, device: torch.device | str = "cpu") -> dict[str, MulticlassAccuracy]:
@@ -19,7 +19,7 @@ def topk_metrics(num_classes: int, device: torch.device | str = "cpu") -> dict[s
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int,
              device: torch.device | str = "cpu") -> dict[str, float | int | str]:
     """Accuracy in percent, {"top1": …, "top5": …}; "correct": which images top-1 gets right, in loader order
-    (``evolq_pl.stats.pack_bits``; for paired tests between two models on the same images), of "images"."""
+    (``evolq_pl.report.stats.pack_bits``; for paired tests between two models on the same images), of "images"."""
     metrics = topk_metrics(num_classes, device)
     correct = []
     for x, y in batches:

@@ -6,21 +6,16 @@ import json
 import math
 import tempfile
 from contextlib import AbstractContextManager
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
-from evolq_pl.lightning.checkpoint import search_identity
 from evolq_pl.lightning.metrics import evaluate, first_images, spearman
 from evolq_pl.lightning.plots import plot_progress
 from evolq_pl.quant import quant_disabled, scales_loaded
 from evolq_pl.search import SearchDriver
-
-if TYPE_CHECKING:
-    from evolq_pl.lightning.evolq import EvolQModule
 
 Measure = Callable[[], dict[str, float]]
 
@@ -80,28 +75,20 @@ def search_results(settings: dict[str, Any], driver: SearchDriver, recorder: "Ca
     return results
 
 
-def run_settings(module: "EvolQModule") -> dict[str, Any]:
-    """What makes two runs comparable (``seeds`` refuses to average runs whose settings differ)."""
-    dm = module.datamodule()
-    return {"model": module.model_name, "model_kwargs": module.model_kwargs, "quant": asdict(module.quant_cfg),
-            "search": search_identity(module.search_cfg.to_dict()), "selection": module.selection,
-            "calib_size": sum(len(b) for b in module.calibration().batches()),
-            "eval_split": getattr(dm, "eval_split", "test"), "val_size": getattr(dm, "val_size", 0)}
-
-
-def final_results(module: "EvolQModule") -> dict[str, Any]:
-    """The search's numbers, then the evaluations of Evol-Q, float and init (a failed one is named under
-    ``missing``)."""
-    model = module.model
-    run = lambda: evaluate(model, module.eval_loader(), module.num_classes, module.device)  # noqa: E731
+def final_results(settings: dict[str, Any], driver: SearchDriver, model: nn.Module, run: Measure,
+                  init_scales: dict[str, torch.Tensor] | None, recorder: "CandidateRecorder | None" = None,
+                  matmul_precision: str = "highest", note: str | None = None,
+                  device: torch.device = torch.device("cpu")) -> dict[str, Any]:
+    """The search's numbers, then the evaluations (``run``: top-1/top-5 of ``model`` as it is) of Evol-Q, float
+    and the calibrated init (a failed one is named under ``missing``)."""
     within = lambda context: lambda: _within(context, run)  # noqa: E731
-    results = search_results(run_settings(module), module.driver, module.recorder, module.matmul_precision,
-                             peak_memory(module.device))
-    if module.note:
-        results["note"] = module.note
-    return measure_into(results, [("fitness_final", lambda: {"": module.driver.evaluator()}), ("evolq", run),
+    results = search_results(settings, driver, recorder, matmul_precision, peak_memory(device))
+    if note:
+        results["note"] = note
+    assert driver.evaluator is not None
+    return measure_into(results, [("fitness_final", lambda: {"": driver.evaluator()}), ("evolq", run),
                                   ("float", within(quant_disabled(model))),
-                                  ("init", within(scales_loaded(model, module.init_scales)))])
+                                  ("init", within(scales_loaded(model, init_scales)))])
 
 
 def _within(context: AbstractContextManager, fn: Callable[[], Any]) -> Any:

@@ -11,7 +11,7 @@ from evolq_pl.models import create_float_model
 from evolq_pl.models.factory import sha256_file
 from evolq_pl.quant import QuantConfig
 from evolq_pl.search import SearchConfig
-from tests.helpers import randomize_
+from evolq_pl.models.random_weights import randomize_
 from tests.lightning.test_evolq_module import KW, RandomImages, scales, trainer
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from evolq_pl.cli.restore import load_checkpoint
+from evolq_pl.lightning.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

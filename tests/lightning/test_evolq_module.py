@@ -10,7 +10,7 @@ from evolq_pl.lightning import EvolQModule
 from evolq_pl.lightning.base_data import EvolQDataModule
 from evolq_pl.lightning.calibration import CalibrationData
 from evolq_pl.lightning.checkpoint import CheckpointMismatchError
-from tests.helpers import randomize_
+from evolq_pl.models.random_weights import randomize_
 from evolq_pl.quant import QuantConfig, calibrate
 from evolq_pl.search import FitnessEvaluator, SearchConfig
 from torch.utils.data import DataLoader, TensorDataset

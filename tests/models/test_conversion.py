@@ -11,7 +11,7 @@ from evolq_pl.models.units import quantizer_groups
 from evolq_pl.models.vit import QAttention
 from evolq_pl.quant import NotCalibratedError, is_calibrated
 from evolq_pl.quant.modes import switches
-from tests.helpers import randomize_
+from evolq_pl.models.random_weights import randomize_
 
 # reduced depth / resolution for CPU speed; the width and structure are the real ones
 SMALL = {

@@ -6,7 +6,7 @@ from evolq_pl import QuantConfig, create_quant_model, quant_disabled, quant_repo
 from evolq_pl.layers import QLinear
 from evolq_pl.models.swin import QPatchMerging, QSwinBlock
 from evolq_pl.quant.functional import int_layernorm
-from tests.helpers import randomize_
+from evolq_pl.models.random_weights import randomize_
 from tests.search.helpers import TINY, tiny_model
 
 NAME, KW, SIZE = TINY["swin"]

@@ -1,7 +1,7 @@
 import torch
 
 from evolq_pl import QuantConfig, calibrate, create_quant_model
-from tests.helpers import randomize_
+from evolq_pl.models.random_weights import randomize_
 
 TINY = {
     "deit": ("deit_tiny_patch16_224", dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=32,

@@ -8,7 +8,7 @@ from evolq_pl import QuantConfig, calibrate, create_quant_model
 from evolq_pl.layers import linear
 from evolq_pl.models import search_units
 from evolq_pl.search import FitnessEvaluator, SearchConfig, SearchDriver
-from tests.helpers import randomize_
+from evolq_pl.models.random_weights import randomize_
 from tests.search.helpers import tiny_model
 
 # the search-speed benchmark's DeiT shape at depth 2: on these weights and images a plain compile moves codes (the

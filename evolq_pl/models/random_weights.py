@@ -1,5 +1,5 @@
-"""Realistic random weights for tests and benchmarks (timm's init leaves LeViT's residual branches at zero
-and the class token near zero, which makes a random model's output nearly input-independent)."""
+"""Realistic random weights, for tests and benchmarks without hub weights (timm's init leaves LeViT's residual
+branches at zero and the class token near zero, which makes a random model's output nearly input-independent)."""
 from __future__ import annotations
 
 import torch

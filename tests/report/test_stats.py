@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from evolq_pl.stats import (compare_runs, holm, mcnemar_exact, pack_bits, paired_ci95, paired_comparison, t_quantile,
+from evolq_pl.report.stats import (compare_runs, holm, mcnemar_exact, pack_bits, paired_ci95, paired_comparison, t_quantile,
                             unpack_bits, verdict, with_holm)
 
 
