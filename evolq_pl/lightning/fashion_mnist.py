@@ -93,6 +93,10 @@ class FashionMNISTDataModule(EvolQDataModule):
         if image_size < 28:
             raise ValueError(f"image_size={image_size}: must be ≥ 28 (Fashion-MNIST is 28×28)")
         check_eval_split(eval_split, val_size)
+        for name, value in (("batch_size", batch_size), ("calib_size", calib_size),
+                            ("calib_batch_size", calib_batch_size), ("eval_size", eval_size)):
+            if value is not None and value < 1:  # a negative eval_size sliced [:-5]: 9,995 images evaluated
+                raise ValueError(f"data.init_args.{name}={value}: must be ≥ 1")
         self.save_hyperparameters()
         self.root, self.image_size, self.batch_size = root, image_size, batch_size
         self.calib_size, self.calib_batch_size, self.holdout_size = calib_size, calib_batch_size, holdout_size

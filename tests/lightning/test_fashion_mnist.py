@@ -48,3 +48,11 @@ def test_no_validation_split_keeps_the_earlier_calibration_images(fake):
 def test_bad_eval_split_is_refused_naming_it(kw, match):
     with pytest.raises(ValueError, match=match):
         FashionMNISTDataModule(**kw)
+
+
+@pytest.mark.parametrize("field, value", [("eval_size", -5), ("eval_size", 0), ("calib_size", 0), ("batch_size", -1),
+                                          ("calib_batch_size", 0)])
+def test_sizes_below_one_are_refused_before_any_data_is_read(field, value):
+    """(issue 28, defect 5: eval_size -5 evaluated 9,995 images)"""
+    with pytest.raises(ValueError, match=rf"^data.init_args.{field}={value}: must be ≥ 1$"):
+        FashionMNISTDataModule(**{field: value})
