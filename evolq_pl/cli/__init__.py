@@ -37,7 +37,7 @@ def usage() -> str:
     lines = ["usage: evolq-pl <command> [--config FILE ...] [options]   (or: python cli.py <command> …)", "",
              "Evol-Q post-training quantization of vision transformers.", "", "commands:"]
     lines += [f"  {name.ljust(width)}  {c.summary}" for name, c in COMMANDS.items()]
-    lines += ["", "evolq-pl <command> --help shows a command's options.",
+    lines += ["", "evolq-pl <command> --help shows a command's options; evolq-pl --version the version.",
               "EVOLQ_TRACEBACK=1 (or --traceback) shows full tracebacks instead of one-line errors."]
     return "\n".join(lines)
 
@@ -75,10 +75,22 @@ def one_line(err: BaseException) -> str:
     return text
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+    try:
+        return installed("evolq_pl")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 def dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0] in ("--version", "-V"):
+        print(f"evolq-pl {version()}")
+        return 0
     name = argv[0]
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}; accepted: {', '.join(COMMANDS)}\n\n{usage()}", file=sys.stderr)

@@ -29,6 +29,12 @@ def test_help_lists_every_command(capsys):
     assert code == 2 and err.startswith("error: unknown command 'trian'; accepted: fit, validate, export")
 
 
+def test_version(capsys):
+    from importlib.metadata import version
+    code, out, _ = run_main(capsys, "--version")
+    assert code == 0 and out == f"evolq-pl {version('evolq_pl')}\n"
+
+
 def test_console_script_and_module_entry_points():
     for cmd in (["evolq-pl", "--help"], [sys.executable, "-m", "evolq_pl", "--help"]):
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd="/")
