@@ -200,7 +200,8 @@ def group_stats(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
     out = {}
     for name, rs in sorted(groups.items()):
         p = compared[name]
-        out[name] = {k: p[k] for k in ("n_seeds", "delta_mean", "gain", "loss")}
+        out[name] = {k: p[k] for k in ("n_seeds", "delta_mean")}
+        out[name].update(gain=verdict(p) == "gain", loss=verdict(p) == "loss")  # Holm's correction included
         out[name]["delta_ci95"] = jsonable(p)["delta_ci95"]
         out[name].update(seeds=sorted(r["spec"]["seed"] for r in rs), mcnemar_p=p.get("mcnemar_p"),
                          holm_p=p.get("holm_p"), verdict=verdict(p), only_init=p.get("only_base"),

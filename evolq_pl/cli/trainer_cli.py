@@ -1,6 +1,7 @@
 """LightningCLI for evolq_pl: ``fit`` / ``validate`` with YAML configs (class_path/init_args)."""
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -68,6 +69,16 @@ def redirect_outputs(config: Namespace, run_dir: str) -> None:
         config.model.init_args.output_dir = run_dir
 
 
+def _finished(results: Path) -> bool:
+    """A run folder's results.json of a finished run (one listing ``missing`` measurements may be rerun)."""
+    try:
+        return "missing" not in json.loads(results.read_text())
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError):  # unreadable: not ours to replace silently
+        return True
+
+
 class EvolQCLI(LightningCLI):
     """LightningCLI with subclass mode for both the module and the data, so configs choose the classes.
 
@@ -115,7 +126,7 @@ class EvolQCLI(LightningCLI):
         if config.get("run_dir"):
             ensure_writable_dir(Path(config.run_dir), "--run_dir")
             finished = Path(config.run_dir) / "results.json"
-            if self.subcommand == "fit" and not ckpt and not config.get("overwrite") and finished.exists():
+            if self.subcommand == "fit" and not ckpt and not config.get("overwrite") and _finished(finished):
                 raise ValueError(f"--run_dir={config.run_dir!r} holds a finished run ({finished}): give another "
                                  "--run_dir, or pass --overwrite true to replace it")
             redirect_outputs(config, config.run_dir)

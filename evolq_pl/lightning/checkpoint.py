@@ -2,10 +2,11 @@
 search, the same search and selection). A mismatch is refused naming each field and both values."""
 from __future__ import annotations
 
+import hashlib
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import lightning as L
 import torch
@@ -77,28 +78,44 @@ def _describe(source: dict[str, str] | None) -> str:
     return ", ".join(f"{k} {v}" for k, v in source.items())
 
 
-def drop_float_weights(checkpoint: dict[str, Any], names: Iterable[str], source: dict[str, str] | None) -> None:
-    """Make ``checkpoint`` lean: the float weights (which a search never changes) are left out and named by
-    their source instead. Weights that nothing names (a random initialisation) stay in."""
+def weights_sha256(weights: dict[str, torch.Tensor]) -> str:
+    """sha256 of named tensors' bytes (names included, in name order): what a lean checkpoint left out."""
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        h.update(name.encode() + weights[name].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def drop_float_weights(checkpoint: dict[str, Any], names: Iterable[str], source: dict[str, str] | None,
+                       digest: Callable[[], str]) -> None:
+    """Make ``checkpoint`` lean: the float weights (which a search never changes) are left out, named by their
+    source and their sha256 (``digest()``) instead. Weights that nothing names (``source`` None: a random
+    initialisation, or ``checkpoint_weights: full``) stay in."""
     if source is None:
         return
     state = checkpoint["state_dict"]
     for name in names:
         state.pop(name, None)
-    checkpoint["evolq"]["float_weights"] = source
+    checkpoint["evolq"]["float_weights"] = {**source, "weights_sha256": digest()}
 
 
 def fill_float_weights(checkpoint: dict[str, Any], weights: dict[str, torch.Tensor],
                        source: dict[str, str] | None) -> None:
     """Put back the float weights a lean checkpoint left out, from this module (built from the config's float
-    source), after checking that the config names the same weights the search started from."""
-    stored = checkpoint.get("evolq", {}).get("float_weights")
-    if stored is None:  # a self-contained checkpoint
+    source), after checking that the config names the same source and builds the same bytes."""
+    stored = dict(checkpoint.get("evolq", {}).get("float_weights") or {})
+    if not stored:  # a self-contained checkpoint
         return
+    digest = stored.pop("weights_sha256", None)
     if stored != source:
         raise CheckpointMismatchError(
             f"the checkpoint was searched from the float weights of {_describe(stored)}; this config builds "
             f"{_describe(source)}: give the same model.init_args.pretrained / checkpoint_path as the search")
+    if digest is not None and digest != weights_sha256(weights):
+        raise CheckpointMismatchError(
+            f"the float weights this config builds from {_describe(source)} differ from those the search started "
+            "from (their sha256): another hub revision, or layers timm initialises at random (a classifier head "
+            "of another num_classes); use a self-contained checkpoint (checkpoint_weights: full)")
     state = checkpoint["state_dict"]
     for name, tensor in weights.items():
         state.setdefault(name, tensor)

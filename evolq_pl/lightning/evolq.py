@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from evolq_pl.lightning.base_data import EvolQDataModule
 from evolq_pl.lightning.calibration import CalibrationData
 from evolq_pl.lightning.checkpoint import check_same, checked_state, drop_float_weights, fill_float_weights, \
-    search_identity
+    search_identity, weights_sha256
 from evolq_pl.lightning.metrics import evaluate, topk_metrics
 from evolq_pl.lightning.results import CandidateRecorder, ensure_writable_dir, final_results, write_results
 from evolq_pl.lightning.selection import build_selector
@@ -78,7 +78,8 @@ class EvolQModule(L.LightningModule):
                                             checkpoint_path=checkpoint_path, checkpoint_sha256=checkpoint_sha256,
                                             **self.model_kwargs)
             source = float_source(model_name, pretrained, checkpoint_path, checkpoint_sha256)
-        self.float_source = source if checkpoint_weights == "lean" else None
+        self.float_source, self.checkpoint_weights = source, checkpoint_weights
+        self._weights_digest: str | None = None  # of the float weights a lean checkpoint leaves out (computed once)
         cfg = self.search_cfg
         self.units = search_units(self.model, cfg.include_mlp, cfg.include_acts, cfg.include_embed)
         self.num_classes = getattr(self.model, "num_classes", 1000)
@@ -252,8 +253,8 @@ class EvolQModule(L.LightningModule):
                                "selection": self.selection, "driver": self.driver.state_dict(),
                                "selector": self.selector.state_dict(), "init_scales": self.init_scales,
                                "calibration": self.data_identity}
-        names = [f"model.{n}" for n, _ in self.model.named_parameters(remove_duplicate=False)]
-        drop_float_weights(checkpoint, names, self.float_source)
+        drop_float_weights(checkpoint, self.float_weights(), self.float_source if self.checkpoint_weights == "lean"
+                           else None, self.weights_digest)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         resuming = self._trainer is not None and self._trainer.state.fn == "fit"
@@ -264,8 +265,16 @@ class EvolQModule(L.LightningModule):
             self.selector.load_state_dict(state["selector"])
             self.resumed_data_identity = state.get("calibration")  # checked once the data is read (fit start)
         self.init_scales = state["init_scales"]
-        weights = {f"model.{n}": p.detach() for n, p in self.model.named_parameters(remove_duplicate=False)}
-        fill_float_weights(checkpoint, weights, self.float_source)
+        fill_float_weights(checkpoint, self.float_weights(), self.float_source)
+
+    def float_weights(self) -> dict[str, torch.Tensor]:
+        """The float parameters (state-dict names), which a search never changes."""
+        return {f"model.{n}": p.detach() for n, p in self.model.named_parameters(remove_duplicate=False)}
+
+    def weights_digest(self) -> str:
+        if self._weights_digest is None:
+            self._weights_digest = weights_sha256(self.float_weights())
+        return self._weights_digest
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Put a searched checkpoint (a weights-only loaded dict) into this module outside a Trainer, as

@@ -232,12 +232,13 @@ class FitnessEvaluator:
         if self.compile_backend != "auto":
             return
         self.compile_backend = None
-        eager = self._timed(0)
+        self._fitness(0)  # warm (a resumed run has not evaluated yet: its first call quantizes every weight)
         # a unit's evaluation runs the stages from its own on: with blocks alike, the mean of the full forward
         # and the last block's suffix (the shortest) is the mean evaluation
         last = max(len(self.stages()) - 2, 0) if self.use_cache else 0
         self._fitness(last)  # fills the stage-input cache
-        mean = (eager + self._timed(last)) / 2
+        eager, last_s = self._agreed(self._timed(0), self._timed(last))
+        mean = (eager + last_s) / 2
         expected = mean * evaluations
         if max_seconds > 0:  # a time budget caps the search (a cold compile would eat into it)
             expected = min(expected, max_seconds)
@@ -249,13 +250,22 @@ class FitnessEvaluator:
             return
         self.compile_backend = "inductor"
         warm_up = self._timed(0)  # compiles every stage (the warm-up) and runs once
-        compiled = self._timed(0) if not self.compile_fallback else math.inf
+        compiled = self._timed(0)  # (eager where the compile failed: every rank makes the same calls)
+        warm_up, compiled, failed = self._agreed(warm_up, compiled, float(self.compile_fallback))
+        if failed:
+            self.compile_fallback, compiled = True, math.inf
         faster = compiled < eager
         self.compile_backend = "inductor" if faster else None
         self.compile_decision = {**decision, "compile_s": warm_up, "compiled_evaluation_s": compiled,
                                  "choice": "inductor" if faster else "eager",
                                  "reason": "compile failed" if self.compile_fallback else
                                  f"a compiled evaluation takes {compiled / eager:.2f}x an eager one"}
+
+    def _agreed(self, *values: float) -> list[float]:
+        """``values`` averaged over the processes (identity on one): under DDP every rank then takes the same
+        decision and makes the same collective calls."""
+        t = self.reduce(torch.tensor([*values, 1.0], dtype=torch.float64, device=self.batches[0].device))
+        return [(t[i] / t[-1]).item() for i in range(len(values))]
 
     def _timed(self, index: int) -> float:
         """Seconds of one evaluation from stage ``index`` on this machine (the result waits for the device)."""

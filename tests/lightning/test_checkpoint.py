@@ -6,7 +6,7 @@ import torch
 
 from evolq_pl.export.safetensors_io import export_safetensors
 from evolq_pl.lightning import EvolQModule, SearchCheckpoint
-from evolq_pl.lightning.checkpoint import CheckpointMismatchError
+from evolq_pl.lightning.checkpoint import CheckpointMismatchError, weights_sha256
 from evolq_pl.models import create_float_model
 from evolq_pl.models.factory import sha256_file
 from evolq_pl.quant import QuantConfig
@@ -36,7 +36,8 @@ def test_lean_checkpoint_names_the_float_weights_and_stores_only_what_the_search
     trainer(tmp_path, callbacks=[SearchCheckpoint(dirpath=tmp_path / "ck")]).fit(m, datamodule=RandomImages())
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["last.ckpt"]  # one file per step
     ckpt = load(tmp_path / "ck" / "last.ckpt")
-    assert ckpt["evolq"]["float_weights"] == {"checkpoint_sha256": sha256_file(path)}
+    assert ckpt["evolq"]["float_weights"] == {"checkpoint_sha256": sha256_file(path),
+                                              "weights_sha256": weights_sha256(m.float_weights())}
     params = {f"model.{n}" for n, _ in m.model.named_parameters()}
     assert not params & set(ckpt["state_dict"])
     quantizer_buffers = {k for k in m.state_dict() if k.endswith((".scale", ".zero_point"))}
@@ -93,6 +94,19 @@ def test_other_float_weights_refused_in_one_line(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="random initialisation") as err:
         unnamed.restore(ckpt)
     assert "\n" not in str(err.value)
+
+
+def test_same_source_other_bytes_refused_and_full_config_reads_lean(tmp_path):
+    """A pretrained tag names the hub file, not a head timm re-initialises (num_classes ≠ the pretrained one): the
+    lean checkpoint also stores the weights' sha256. A config asking for full checkpoints still reads lean ones."""
+    path = float_file(tmp_path)
+    m = module(path, passes=1, evaluate_at_end=False)
+    trainer(tmp_path, callbacks=[SearchCheckpoint(dirpath=tmp_path / "ck")]).fit(m, datamodule=RandomImages())
+    ckpt = load(tmp_path / "ck" / "last.ckpt")
+    module(path, passes=1, checkpoint_weights="full").restore(load(tmp_path / "ck" / "last.ckpt"))
+    ckpt["evolq"]["float_weights"]["weights_sha256"] = "0" * 64
+    with pytest.raises(CheckpointMismatchError, match="differ from those the search started from"):
+        module(path, passes=1).restore(ckpt)
 
 
 def test_checkpoint_weights_value_checked():
