@@ -351,15 +351,25 @@ def preset_sections(records: dict[str, dict[str, Any]]) -> list[str]:
 
 def history(records: dict[str, dict[str, Any]], superseded: list[dict[str, Any]]) -> str:
     """BENCHMARKS_HISTORY.md: records measured on earlier reference checkpoints (not comparable)."""
-    stale = [r for r in records.values() if not is_current(r)] + list(superseded)
+    stale = [r for r in records.values() if not is_current(r)] + [r for r in superseded if "superseded_reason" not in r]
     parts = ["## Accuracy records measured on earlier reference checkpoints\n\nKept for the record; not "
              "comparable with BENCHMARKS.md. Rerun with the same `--suite` to replace them.\n"]
-    for _, suite in SECTIONS:
+    for _, suite in (*SECTIONS, ("", "preset-test")):
         g = _group(stale, suite)
         if g:
             shas = sorted({f"{r['spec']['ref']} `{r.get('checkpoint_sha256', 'unknown')[:8]}`"
                            for rs in g.values() for r in rs})
             parts.append(f"Suite `{suite}` ({', '.join(shas)}):\n\n" + table(HEADER, _rows(g)) + "\n")
+    withdrawn: dict[str, list[dict[str, Any]]] = {}
+    for r in superseded:
+        if "superseded_reason" in r:
+            withdrawn.setdefault(r["superseded_reason"], []).append(r)
+    for reason, rs in withdrawn.items():
+        rows = [[r["spec"]["ref"], r["spec"]["seed"], r["spec"].get("variant"), f"{r['top1_evolq']:.2f}",
+                 r.get("machine", {}).get("commit", "?")] for r in sorted(rs, key=lambda r: (r["spec"]["ref"],
+                                                                                               r["spec"]["seed"]))]
+        parts.append(f"## Withdrawn records\n\n{reason[0].upper() + reason[1:]}. What they measured:\n\n"
+                     + table(["model", "seed", "variant", "Evol-Q top-1", "commit"], rows) + "\n")
     return "\n".join(parts)
 
 
