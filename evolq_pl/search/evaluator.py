@@ -226,9 +226,10 @@ class FitnessEvaluator:
         """Settle ``compile_backend="auto"`` for a search of ``evaluations`` more candidate evaluations, from
         measurements on this machine: a full and a last-unit evaluation timed eager; if the eager search (their
         mean × ``evaluations``) would take under ``AUTO_TRIAL_SECONDS`` (capped by ``max_seconds`` when set) it
-        stays eager (a compile warm-up of tens of seconds would not pay back); else the stages are compiled and a full evaluation is timed compiled, and
-        the faster path is kept (the warm-up is spent either way). Both paths give the same bits, so the choice
-        changes the speed only. What was measured and chosen is in ``compile_decision``."""
+        stays eager (a compile warm-up of tens of seconds would not pay back); else the stages are compiled, a
+        full evaluation is timed compiled and the faster path is kept (the warm-up is spent either way). Both
+        paths give the same bits, so the choice changes the speed only. What was measured and chosen is in
+        ``compile_decision``."""
         if self.compile_backend != "auto":
             return
         self.compile_backend = None
