@@ -59,7 +59,7 @@ def main() -> None:
             print(f"[checkpoint_cost] {name}: " + ", ".join(
                 f"{w} {r['bytes_per_step']} B/step, share {r['checkpoint_share']:.4f}"
                 for w, r in data["models"][name].items()), flush=True)
-        record("checkpoint_cost", data, args)
+            record("checkpoint_cost", data, args)  # after each model: a later failure loses nothing measured
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -81,6 +81,8 @@ class SearchConfig:
             raise ValueError(f"search.mutation_range={self.mutation_range}: must be > 0 (or null for the paper's)")
         if self.relative_range <= 0:
             raise ValueError(f"search.relative_range={self.relative_range}: must be > 0")
+        if self.compile_backend in ("None", "null"):  # `--…compile_backend null` arrives as a string (issue 27)
+            self.compile_backend = None
         if self.compile_backend not in (None, "auto"):
             from torch._dynamo import list_backends
             if self.compile_backend not in list_backends(exclude_tags=()):

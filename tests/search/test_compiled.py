@@ -166,3 +166,8 @@ def test_driver_plans_the_evaluations_left():
 def test_unknown_backend_is_refused_early():
     with pytest.raises(ValueError, match="search.compile_backend='no_such_backend': unknown; accepted: auto, null"):
         SearchConfig(compile_backend="no_such_backend")
+
+
+@pytest.mark.parametrize("text", ["None", "null"])
+def test_null_from_the_command_line_means_eager(text):
+    assert SearchConfig(compile_backend=text).compile_backend is None
