@@ -24,14 +24,10 @@ import statistics
 import time
 from typing import Any
 
-import lightning as L
-
 from benchmarks.fingerprint import fingerprint
-from benchmarks.report import RESULTS, machine, table, update_section, write_json
-from evolq_pl.lightning import EvolQModule, FashionMNISTDataModule
+from benchmarks.report import RESULTS, ROOT, machine, table, update_section, write_json
+from benchmarks.synthetic import fit_cli
 from evolq_pl.models.reference import reference_model
-from evolq_pl.quant import QuantConfig
-from evolq_pl.search import SearchConfig
 from evolq_pl.report.stats import compare_runs, describe, verdict, with_holm
 
 MODELS = ("deit_fmnist", "levit_fmnist")
@@ -91,28 +87,58 @@ def key(spec: dict[str, Any]) -> str:
                                                     "variant"))
 
 
+CONFIGS = {"deit_fmnist": "configs/fmnist/deit.yaml", "levit_fmnist": "configs/fmnist/levit.yaml"}
+PRESET_CONFIG = "configs/presets/beyond_paper.yaml"
+
+
+def _flag(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _preset_options() -> dict[str, Any]:
+    """The search options of the shipped preset file (what ``--config configs/presets/beyond_paper.yaml`` sets)."""
+    import yaml
+    return yaml.safe_load((ROOT / PRESET_CONFIG).read_text())["model"]["init_args"]["search"]
+
+
+def command(spec: dict[str, Any]) -> list[str]:
+    """The ``evolq-pl fit`` arguments of one record: the shipped config of its model (and the shipped preset
+    file where the variant is the preset), then what the spec sets. The seed goes where ``evolq-pl seeds`` puts
+    it: search seed, calibration-subset seed and ``seed_everything``."""
+    args = ["--config", CONFIGS[spec["ref"]]]
+    search = dict(VARIANTS.get(spec.get("variant"), {}))
+    if search and search == _preset_options():
+        args += ["--config", PRESET_CONFIG]
+        search = {}
+    search.update({"loss": spec["loss"]} if spec.get("loss") else {})
+    seed = str(spec["seed"])
+    args += ["--model.init_args.quant.w_bits", str(spec["w_bits"]), "--model.init_args.quant.a_bits",
+             str(spec["a_bits"]), "--model.init_args.search.seed", seed, "--data.init_args.seed", seed,
+             "--seed_everything", seed]
+    for name, value in search.items():
+        args += [f"--model.init_args.search.{name}", _flag(value)]
+    if spec.get("selection"):
+        args += ["--model.init_args.selection", spec["selection"]]
+    if spec.get("selection") == "holdout":
+        args += ["--data.init_args.holdout_size", "1000"]
+    if spec.get("candidates"):
+        args += ["--model.init_args.candidate_eval_size", str(spec["candidates"])]
+    if spec["suite"] == "preset-val":  # choices are made on the validation split, never on test
+        args += ["--data.init_args.val_size", str(VAL_SIZE), "--data.init_args.eval_split", "val"]
+    return args + ["--trainer.enable_progress_bar", "false", "--overwrite", "true"]
+
+
 def run(spec: dict[str, Any], threads_note: str) -> dict[str, Any]:
+    """One record, measured by the command a user types (``evolq-pl fit`` on the shipped configs, in a fresh
+    process); the record keeps that command."""
     ref = reference_model(spec["ref"])
-    L.seed_everything(spec["seed"], verbose=False)
-    module = EvolQModule(
-        ref["model_name"], ref["model_kwargs"], checkpoint_path=ref["path"], checkpoint_sha256=ref["sha256"],
-        quant=QuantConfig(w_bits=spec["w_bits"], a_bits=spec["a_bits"]),
-        search=SearchConfig(**{"seed": spec["seed"], "loss": spec.get("loss", "infonce"),
-                               **VARIANTS.get(spec.get("variant"), {})}),
-        selection=spec.get("selection", "calibration"), candidate_eval_size=spec.get("candidates", 0),
-        output_dir=str(RESULTS.parent.parent / "runs" / "bench" / key(spec).replace("|", "_")))
-    holdout = 1000 if spec.get("selection") == "holdout" else 0
-    on_val = spec["suite"] == "preset-val"  # choices are made on the validation split, never on test
-    dm = FashionMNISTDataModule(image_size=ref["image_size"], batch_size=500, calib_size=1000, holdout_size=holdout,
-                                seed=spec["seed"], val_size=VAL_SIZE if on_val else 0,
-                                eval_split="val" if on_val else "test")
-    trainer = L.Trainer(accelerator="auto", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
-    record = json.loads((module.results_dir() / "results.json").read_text())
-    record.update(spec=spec, key=key(spec), wall_seconds=time.perf_counter() - start, threads=threads_note,
-                  checkpoint_sha256=ref["sha256"], fingerprint=fingerprint())
+    run_dir = ROOT / "runs" / "bench" / key(spec).replace("|", "_")
+    out = fit_cli(command(spec), run_dir)
+    if out["returncode"] != 0:
+        raise RuntimeError(f"{out['command']} exited {out['returncode']}:\n{out['error_tail']}")
+    record = json.loads((run_dir / "results.json").read_text())
+    record.update(spec=spec, key=key(spec), wall_seconds=out["wall_seconds"], threads=threads_note,
+                  command=out["command"], checkpoint_sha256=ref["sha256"], fingerprint=fingerprint())
     return record
 
 
