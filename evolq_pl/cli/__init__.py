@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from evolq_pl.cli.configs import resolve_config_args
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 SIGTERM_EXIT = 128 + 15
 
@@ -29,6 +31,7 @@ COMMANDS: dict[str, Command] = {
     "export": Command("evolq_pl.cli.export", "write a calibrated or searched model as safetensors or ONNX (QDQ)"),
     "landscape": Command("evolq_pl.cli.landscape", "sweep one unit's scales and plot fitness / top-1"),
     "seeds": Command("evolq_pl.cli.seeds", "run one config for several seeds (resumable) and summarise them"),
+    "configs": Command("evolq_pl.cli.configs", "list the shipped configs (--config takes their names), or print one"),
 }
 
 
@@ -95,6 +98,7 @@ def dispatch(argv: list[str]) -> int:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}; accepted: {', '.join(COMMANDS)}\n\n{usage()}", file=sys.stderr)
         return 2
+    argv = resolve_config_args(argv)
     if COMMANDS[name].module:
         importlib.import_module(COMMANDS[name].module).main(argv[1:])
         return 0

@@ -9,6 +9,8 @@ import timm
 import torch
 from torch import nn
 
+from evolq_pl.models.reference import weights_file
+
 # model name → the pretrained tag Evol-Q used (reference §8.2). timm's default ViT-B tag is another checkpoint.
 PRETRAINED_TAGS: dict[str, str] = {
     "vit_base_patch16_224": "vit_base_patch16_224.augreg_in21k_ft_in1k",
@@ -54,8 +56,9 @@ def sha256_file(path: str | Path) -> str:
 
 
 def load_checkpoint_file(model: nn.Module, path: str | Path, sha256: str | None = None) -> nn.Module:
-    """Load a float state dict (plain, or under ``model``/``state_dict`` keys, Lightning prefixes stripped)."""
-    path = Path(path)
+    """Load a float state dict (plain, or under ``model``/``state_dict`` keys, Lightning prefixes stripped) from
+    a file, or a shipped reference model's (``reference:<name>``)."""
+    path = weights_file(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint_path={str(path)!r} does not exist")
     if sha256 is not None and (actual := sha256_file(path)) != sha256:
@@ -79,10 +82,10 @@ def float_source(name: str, pretrained: bool = False, checkpoint_path: str | Non
                  checkpoint_sha256: str | None = None) -> dict[str, str] | None:
     """What identifies the float weights a model is built from: the pretrained tag, or the checkpoint file's
     sha256 (its content, wherever it lies); None for timm's random initialisation (nothing names it)."""
+    if checkpoint_path:
+        return {"checkpoint_sha256": checkpoint_sha256 or sha256_file(weights_file(checkpoint_path))}
     if pretrained:
         return {"pretrained": name if "." in name else PRETRAINED_TAGS[name.split(".")[0]]}
-    if checkpoint_path:
-        return {"checkpoint_sha256": checkpoint_sha256 or sha256_file(checkpoint_path)}
     return None
 
 
@@ -92,15 +95,16 @@ def create_float_model(name: str, pretrained: bool = False, checkpoint_path: str
 
     Args:
         name: a supported model name (see ``SUPPORTED_MODELS``); ``pretrained`` uses the paper's tag.
-        pretrained: load hub weights through timm (honours the hub cache and ``HF_HUB_OFFLINE``).
-        checkpoint_path: a local float checkpoint instead of hub weights.
+        pretrained: load hub weights through timm (honours the hub cache and ``HF_HUB_OFFLINE``); ignored
+            where ``checkpoint_path`` is given (a config asking for hub weights, plus a local file of them).
+        checkpoint_path: a local float checkpoint instead of hub weights, or ``reference:<name>`` for a
+            shipped reference model.
         checkpoint_sha256: expected sha256 of ``checkpoint_path`` (refused on mismatch).
         **timm_kwargs: size overrides, e.g. ``img_size=28, in_chans=1, num_classes=10, depth=6``.
     """
     check_model_name(name)
     tag = name if "." in name else PRETRAINED_TAGS[name]
-    if pretrained and checkpoint_path:
-        raise ValueError("give either pretrained=True or checkpoint_path, not both")
+    pretrained = pretrained and not checkpoint_path  # the local file replaces the hub download
     try:
         model = timm.create_model(tag, pretrained=pretrained, **timm_kwargs)
     except Exception as err:
