@@ -36,6 +36,15 @@ def validation_split(n: int, val_size: int) -> tuple[torch.Tensor, torch.Tensor]
     return perm[:val_size].sort().values, perm[val_size:].sort().values
 
 
+def check_sizes(minimum: int, **sizes: int | None) -> None:
+    """Each DataModule size ``data.init_args.<name>`` is ≥ ``minimum`` (None = not set), checked before any data
+    is read; raises naming the first that is not, with its value (a negative ``eval_size`` once sliced
+    ``[:-5]``: 9,995 images evaluated)."""
+    for name, value in sizes.items():
+        if value is not None and value < minimum:
+            raise ValueError(f"data.init_args.{name}={value}: must be ≥ {minimum}")
+
+
 def check_eval_split(eval_split: str, val_size: int) -> None:
     if eval_split not in ("test", "val") or (eval_split == "val" and val_size <= 0):
         raise ValueError(f"eval_split={eval_split!r} with val_size={val_size}: accepted: 'test', or 'val' with "

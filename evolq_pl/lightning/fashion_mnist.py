@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from evolq_pl.io import atomic_path
 from evolq_pl.lightning.base_data import EvolQDataModule
-from evolq_pl.lightning.calibration import CalibrationData, check_eval_split, seeded_split, validation_split
+from evolq_pl.lightning.calibration import CalibrationData, check_eval_split, check_sizes, seeded_split, \
+    validation_split
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_CACHE = Path(os.environ.get("EVOLQ_DATA", Path.home() / ".cache" / "evolq_pl"))
@@ -32,7 +34,8 @@ def _stage_debian_files(cache: Path, debian_dir: Path) -> bool:
         return False
     raw.mkdir(parents=True, exist_ok=True)
     for f in _FILES:
-        with gzip.open(debian_dir / f"{f}.gz", "rb") as src, open(raw / f, "wb") as dst:
+        # atomically: an interrupted copy must not leave a short file that passes the existence check above
+        with gzip.open(debian_dir / f"{f}.gz", "rb") as src, atomic_path(raw / f) as tmp, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst)
     return True
 
@@ -72,7 +75,8 @@ class FashionMNISTDataModule(EvolQDataModule):
 
     Args:
         root: cache folder for the decompressed/downloaded files (default ``~/.cache/evolq_pl``).
-        image_size: side of the square model input (28 native; 64 for the LeViT-shaped model).
+        image_size: side of the square model input (None: 28, native; 64 for the LeViT-shaped model);
+            ``evolq-pl`` sets it from the model's ``model_kwargs.img_size`` (given once, on the model).
         batch_size: training/eval batch size.
         calib_size: number of calibration images, a seeded subset of train.
         calib_batch_size: calibration batch size (the fitness is averaged per batch).
@@ -86,17 +90,17 @@ class FashionMNISTDataModule(EvolQDataModule):
         seed: seed of the calibration/held-out split.
     """
 
-    def __init__(self, root: str | None = None, image_size: int = 28, batch_size: int = 256,
+    def __init__(self, root: str | None = None, image_size: int | None = None, batch_size: int = 256,
                  calib_size: int = 1000, calib_batch_size: int = 100, holdout_size: int = 0, val_size: int = 0,
                  eval_split: str = "test", eval_size: int | None = None, seed: int = 0, num_workers: int = 0) -> None:
         super().__init__()
+        image_size = 28 if image_size is None else image_size
         if image_size < 28:
             raise ValueError(f"image_size={image_size}: must be ≥ 28 (Fashion-MNIST is 28×28)")
+        check_sizes(1, batch_size=batch_size, calib_size=calib_size, calib_batch_size=calib_batch_size,
+                    eval_size=eval_size)
+        check_sizes(0, holdout_size=holdout_size, val_size=val_size, num_workers=num_workers)
         check_eval_split(eval_split, val_size)
-        for name, value in (("batch_size", batch_size), ("calib_size", calib_size),
-                            ("calib_batch_size", calib_batch_size), ("eval_size", eval_size)):
-            if value is not None and value < 1:  # a negative eval_size sliced [:-5]: 9,995 images evaluated
-                raise ValueError(f"data.init_args.{name}={value}: must be ≥ 1")
         self.save_hyperparameters()
         self.root, self.image_size, self.batch_size = root, image_size, batch_size
         self.calib_size, self.calib_batch_size, self.holdout_size = calib_size, calib_batch_size, holdout_size

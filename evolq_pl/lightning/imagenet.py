@@ -12,7 +12,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from evolq_pl.lightning.base_data import EvolQDataModule
-from evolq_pl.lightning.calibration import CalibrationData, check_eval_split, seeded_split, validation_split
+from evolq_pl.lightning.calibration import CalibrationData, check_eval_split, check_sizes, seeded_split, \
+    validation_split
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # the paper's preprocessing per family (reference §7): mean, std, crop_pct; bicubic resize
@@ -125,9 +126,11 @@ class ImageNetDataModule(EvolQDataModule):
         root: image-folder root with ``train/`` and ``val/`` class folders.
         hf_dataset: instead of ``root``: a hub name (``imagenet-1k``) or a local saved/imagefolder dataset.
         hf_train_split, hf_val_split, image_column, label_column: how to read the HF dataset.
-        model_name: selects the transform (the paper's per family, or timm's pretrained config).
+        model_name: selects the transform (the paper's per family, or timm's pretrained config); ``evolq-pl``
+            sets it from ``model.init_args.model_name`` (given once, on the model).
         transform: ``paper`` (bicubic, crop 0.875 DeiT/LeViT, 0.9 ViT) or ``timm``.
-        img_size: model input size for the paper transform.
+        img_size: model input size for the paper transform (None: 224, or the model's ``model_kwargs.img_size``
+            under ``evolq-pl``).
         calib_size, calib_batch_size, holdout_size, seed: the seeded calibration subset of train.
         val_size: a validation split of train, the same for every seed, disjoint from calibration and held-out
             images (0 = none); every choice is made on it.
@@ -138,10 +141,17 @@ class ImageNetDataModule(EvolQDataModule):
 
     def __init__(self, root: str | None = None, hf_dataset: str | None = None, hf_train_split: str = "train",
                  hf_val_split: str = "validation", image_column: str = "image", label_column: str = "label",
-                 model_name: str = "deit_tiny_patch16_224", transform: str = "paper", img_size: int = 224,
+                 model_name: str | None = None, transform: str = "paper", img_size: int | None = None,
                  calib_size: int = 1000, calib_batch_size: int = 100, holdout_size: int = 0, val_size: int = 0,
                  eval_split: str = "test", eval_batch_size: int = 100, num_workers: int = 8, seed: int = 0) -> None:
         super().__init__()
+        if model_name is None:
+            raise DataError("data.model_name is not given: pass the model's name (evolq-pl sets it from "
+                            "model.init_args.model_name)")
+        img_size = 224 if img_size is None else img_size
+        check_sizes(1, img_size=img_size, calib_size=calib_size, calib_batch_size=calib_batch_size,
+                    eval_batch_size=eval_batch_size)
+        check_sizes(0, holdout_size=holdout_size, val_size=val_size, num_workers=num_workers)
         check_eval_split(eval_split, val_size)
         if (root is None) == (hf_dataset is None):
             raise DataError("give exactly one of data.root (image folder) or data.hf_dataset")
@@ -149,6 +159,7 @@ class ImageNetDataModule(EvolQDataModule):
             raise DataError(f"transform={transform!r}: accepted: {', '.join(TRANSFORMS)}")
         self.calib_size, self.calib_batch_size, self.holdout_size = calib_size, calib_batch_size, holdout_size
         self.eval_batch_size, self.num_workers, self.seed = eval_batch_size, num_workers, seed
+        self.model_name, self.img_size = model_name, img_size
         tf = paper_transform(model_name, img_size) if transform == "paper" else timm_transform(model_name)
         if root is not None:
             from torchvision.datasets import ImageFolder

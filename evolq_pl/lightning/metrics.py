@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from evolq_pl.quant.functional import all_finite
 from evolq_pl.report.stats import pack_bits
 
 
@@ -19,10 +20,17 @@ def topk_metrics(num_classes: int, device: torch.device | str = "cpu") -> dict[s
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_classes: int,
              device: torch.device | str = "cpu") -> dict[str, float | int | str]:
     """Accuracy in percent, {"top1": …, "top5": …}; "correct": which images top-1 gets right, in loader order
-    (``evolq_pl.report.stats.pack_bits``; for paired tests between two models on the same images), of "images"."""
+    (``evolq_pl.report.stats.pack_bits``; for paired tests between two models on the same images), of "images".
+
+    Raises:
+        ValueError: a batch of images holds a NaN or an infinity (their top-1 would mean nothing: a NaN
+            logit row counts as class 0); the error names the batch.
+    """
     metrics = topk_metrics(num_classes, device)
     correct = []
-    for x, y in batches:
+    for i, (x, y) in enumerate(batches):
+        if not all_finite(x):
+            raise ValueError(f"evaluation batch {i} (images {tuple(x.shape)}) contains NaN or inf values")
         logits, y = model(x.to(device)), y.to(device)
         for m in metrics.values():
             m.update(logits, y)

@@ -16,6 +16,7 @@ from torch import nn
 from evolq_pl.layers import refreshed_weights
 from evolq_pl.models.units import SearchUnit
 from evolq_pl.quant.exact import inductor_options
+from evolq_pl.quant.functional import all_finite
 from evolq_pl.quant.modes import quant_disabled
 from evolq_pl.search.evolution import SearchConfig
 from evolq_pl.search.fitness import get_loss
@@ -85,6 +86,13 @@ def tensor_key(modules: Sequence[nn.Module]) -> Key:
                  for t in (*m._parameters.values(), *m._buffers.values()) if t is not None)
 
 
+def check_finite(what: str, tensors: Sequence[torch.Tensor], hint: str = "") -> None:
+    """Raise naming the first of ``tensors`` that holds a NaN or an infinity."""
+    bad = next((i for i, t in enumerate(tensors) if not all_finite(t)), None)
+    if bad is not None:
+        raise ValueError(f"{what} {bad} contains NaN or inf values{f' ({hint})' if hint else ''}")
+
+
 class FitnessEvaluator:
     """Mean per-batch loss of the quantized model against the float teacher on resident calibration data.
 
@@ -101,6 +109,13 @@ class FitnessEvaluator:
         cache_budget_bytes: memory for cached stage inputs. Within it, one prefix forward keeps the inputs of
             every stage up to the unit's, and earlier units of the same pass reuse them; past it, only the
             unit's own input is kept. None = a quarter of available memory (CPU), half of free memory (CUDA).
+
+    Raises:
+        ValueError: at construction, when there are no batches, a calibration batch holds a NaN or an infinity,
+            or the teacher's output on a batch does (every fitness would be NaN). Checked once here, so that
+            the per-candidate path stays as fast as before; a non-finite fitness after that comes from the
+            quantized model's scales: the search rejects such a candidate, and ``EvolQModule`` refuses a
+            non-finite calibrated initialisation naming the module where it starts.
     """
 
     def __init__(self, model: nn.Module, batches: Sequence[torch.Tensor], config: SearchConfig | None = None,
@@ -108,10 +123,14 @@ class FitnessEvaluator:
                  cache_budget_bytes: int | None = None) -> None:
         config = config or SearchConfig()
         self.model, self.batches, self.prelogits = model, list(batches), config.features == "prelogits"
+        if not self.batches:
+            raise ValueError("FitnessEvaluator: no calibration batches given")
+        check_finite("calibration batch", self.batches)  # one min/max pass each
         self.loss_fn, self.temperature = get_loss(config.loss), config.temperature
         self.use_cache, self.reduce = use_cache, reduce or (lambda t: t)
         self.compile_backend = config.compile_backend
         self.teacher = list(teacher) if teacher is not None else self.teacher_outputs()
+        check_finite("the teacher's output on calibration batch", self.teacher, "check the float weights")
         self.budget = cache_budget_bytes if cache_budget_bytes is not None else default_budget(self.batches[0].device)
         self._inputs: dict[int, tuple[Key, list[torch.Tensor]]] = {}  # stage → (key when stored, input per batch)
         self._earlier: list[list[nn.Module]] | None = None  # stage k → the modules of stages 0..k−1
@@ -276,7 +295,8 @@ class FitnessEvaluator:
 
     @torch.no_grad()
     def __call__(self, unit: SearchUnit | None = None) -> float:
-        """Fitness of the model's current scales (lower is better); NaN if any batch loss is not finite."""
+        """Fitness of the model's current scales (lower is better); NaN if any batch loss is not finite (the
+        inputs and the teacher were checked at construction: a NaN here comes from the scales)."""
         return self._fitness(0 if unit is None or not self.use_cache else unit.stage_index)
 
     @torch.no_grad()

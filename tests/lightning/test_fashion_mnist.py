@@ -50,9 +50,10 @@ def test_bad_eval_split_is_refused_naming_it(kw, match):
         FashionMNISTDataModule(**kw)
 
 
-@pytest.mark.parametrize("field, value", [("eval_size", -5), ("eval_size", 0), ("calib_size", 0), ("batch_size", -1),
-                                          ("calib_batch_size", 0)])
-def test_sizes_below_one_are_refused_before_any_data_is_read(field, value):
+@pytest.mark.parametrize("field, value, minimum", [("eval_size", -5, 1), ("eval_size", 0, 1), ("calib_size", 0, 1),
+                                                   ("batch_size", -1, 1), ("calib_batch_size", 0, 1),
+                                                   ("holdout_size", -1, 0), ("val_size", -1, 0), ("num_workers", -1, 0)])
+def test_sizes_out_of_range_are_refused_before_any_data_is_read(field, value, minimum):
     """(issue 28, defect 5: eval_size -5 evaluated 9,995 images)"""
-    with pytest.raises(ValueError, match=rf"^data.init_args.{field}={value}: must be ≥ 1$"):
+    with pytest.raises(ValueError, match=rf"^data.init_args.{field}={value}: must be ≥ {minimum}$"):
         FashionMNISTDataModule(**{field: value})

@@ -10,6 +10,10 @@ from evolq_pl.lightning.imagenet import DataError, ImageNetDataModule
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def imagenet(**kwargs) -> ImageNetDataModule:
+    return ImageNetDataModule(model_name="deit_tiny_patch16_224", **kwargs)
+
+
 def make_folder(root: Path, classes=("a", "b", "c"), per_class: int = 4, splits=("train", "val")) -> Path:
     g = torch.Generator().manual_seed(0)
     for split in splits:
@@ -24,7 +28,7 @@ def make_folder(root: Path, classes=("a", "b", "c"), per_class: int = 4, splits=
 def test_folder_and_hf_give_same_calibration_images(tmp_path):
     import datasets
     root = make_folder(tmp_path / "imgs")
-    folder = ImageNetDataModule(root=str(root), calib_size=5, calib_batch_size=2, num_workers=0, img_size=32, seed=3)
+    folder = imagenet(root=str(root), calib_size=5, calib_batch_size=2, num_workers=0, img_size=32, seed=3)
     # the same images as a saved Hugging Face dataset, in ImageFolder order
     samples = folder.train.samples
     splits = {name: datasets.Dataset.from_dict({"image": [p for p, _ in s], "label": [y for _, y in s]})
@@ -33,36 +37,36 @@ def test_folder_and_hf_give_same_calibration_images(tmp_path):
         ds = ds.cast_column("image", datasets.Image())
     hf_path = tmp_path / "hf"
     datasets.DatasetDict({k: v.cast_column("image", datasets.Image()) for k, v in splits.items()}).save_to_disk(str(hf_path))
-    hf = ImageNetDataModule(hf_dataset=str(hf_path), calib_size=5, calib_batch_size=2, num_workers=0, img_size=32, seed=3)
+    hf = imagenet(hf_dataset=str(hf_path), calib_size=5, calib_batch_size=2, num_workers=0, img_size=32, seed=3)
     a, b = folder.calibration_data(), hf.calibration_data()
     assert a.images.shape == (5, 3, 32, 32)
     torch.testing.assert_close(a.images, b.images)
     assert torch.equal(a.labels, b.labels)
-    other = ImageNetDataModule(root=str(root), calib_size=5, calib_batch_size=2, num_workers=0, img_size=32, seed=4)
+    other = imagenet(root=str(root), calib_size=5, calib_batch_size=2, num_workers=0, img_size=32, seed=4)
     assert not torch.equal(other.calibration_data().images, a.images)
 
 
 def test_bad_layouts_named(tmp_path):
     with pytest.raises(DataError, match="no 'val/' directory"):
-        ImageNetDataModule(root=str(make_folder(tmp_path / "t", splits=("train",))), num_workers=0)
+        imagenet(root=str(make_folder(tmp_path / "t", splits=("train",))), num_workers=0)
     empty = tmp_path / "e"
     (empty / "train" / "a").mkdir(parents=True)
     (empty / "val" / "a").mkdir(parents=True)
     with pytest.raises(DataError, match="no images"):
-        ImageNetDataModule(root=str(empty), num_workers=0)
+        imagenet(root=str(empty), num_workers=0)
     one_empty = make_folder(tmp_path / "o", classes=("a", "b"))
     for f in (one_empty / "val" / "b").iterdir():
         f.unlink()
     with pytest.raises(DataError, match=f"class folder {one_empty / 'val' / 'b'} has no images"):
-        ImageNetDataModule(root=str(one_empty), num_workers=0)
+        imagenet(root=str(one_empty), num_workers=0)
     diff = make_folder(tmp_path / "d", classes=("a", "b"))
     (diff / "val" / "b").rename(diff / "val" / "z")
     with pytest.raises(DataError, match="class folders differ.*only in train \\['b'\\].*only in val \\['z'\\]"):
-        ImageNetDataModule(root=str(diff), num_workers=0)
+        imagenet(root=str(diff), num_workers=0)
     with pytest.raises(ValueError, match="calib_size \\+ holdout_size = 1000 exceeds the 12 train images"):
-        ImageNetDataModule(root=str(make_folder(tmp_path / "s")), num_workers=0)
+        imagenet(root=str(make_folder(tmp_path / "s")), num_workers=0)
     with pytest.raises(DataError, match="does not exist"):
-        ImageNetDataModule(root=str(tmp_path / "missing"), num_workers=0)
+        imagenet(root=str(tmp_path / "missing"), num_workers=0)
 
 
 def test_upper_case_nested_and_corrupt_images(tmp_path):
@@ -73,7 +77,7 @@ def test_upper_case_nested_and_corrupt_images(tmp_path):
             nested.mkdir()
             for f in list((root / split / c).glob("*.png")):
                 f.rename(nested / f.name.replace(".png", ".PNG"))
-    dm = ImageNetDataModule(root=str(root), calib_size=4, calib_batch_size=2, num_workers=0, img_size=32)
+    dm = imagenet(root=str(root), calib_size=4, calib_batch_size=2, num_workers=0, img_size=32)
     assert dm.calibration_data().images.shape == (4, 3, 32, 32)
     bad = root / "val" / "a" / "sub" / "0.PNG"
     bad.write_bytes(bad.read_bytes()[:40])  # truncated: found only when the evaluation reads it
@@ -86,7 +90,7 @@ def test_hf_missing_column_named(tmp_path):
     ds = datasets.Dataset.from_dict({"img": ["x"], "label": [0]})
     datasets.DatasetDict({"train": ds, "validation": ds}).save_to_disk(str(tmp_path / "hf"))
     with pytest.raises(DataError, match="no column\\(s\\) \\['image'\\]"):
-        ImageNetDataModule(hf_dataset=str(tmp_path / "hf"), num_workers=0)
+        imagenet(hf_dataset=str(tmp_path / "hf"), num_workers=0)
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs" / "imagenet").glob("*_w*a8.yaml")))
@@ -98,6 +102,7 @@ def test_every_imagenet_config_builds(config, tmp_path):
                          "--data.init_args.root", str(root), "--data.init_args.calib_size", "2"], run=False)
     name = config.split("_w")[0]
     assert cli.model.model_name.startswith(name) and cli.model.quant_cfg.w_bits == int(config.split("_w")[1][0])
+    assert cli.datamodule.model_name == cli.model.model_name  # the transform follows the model, named once
     # attention blocks (+ LeViT's two subsampling attentions): ViT-L 24, ViT-B/DeiT 12, LeViT-128S 9 + 2, other
     # LeViTs 12 + 2, Swin-T 2+2+6+2, Swin-S/B 2+2+18+2
     expected = {"levit_128s": 11, "vit_large": 24, "swin_tiny": 12, "swin_small": 24, "swin_base": 24}
@@ -107,13 +112,38 @@ def test_every_imagenet_config_builds(config, tmp_path):
 def test_validation_split_is_disjoint_from_calibration_and_evaluated_on_request(tmp_path):
     root = make_folder(tmp_path / "imgs", per_class=6)  # 18 train images
     kw = dict(root=str(root), calib_size=4, holdout_size=2, calib_batch_size=2, num_workers=0, img_size=32)
-    dms = [ImageNetDataModule(**kw, val_size=6, eval_split="val", seed=s) for s in (0, 1)]
+    dms = [imagenet(**kw, val_size=6, eval_split="val", seed=s) for s in (0, 1)]
     val = [set(dm.evaluation.indices) for dm in dms]
     assert val[0] == val[1] and len(val[0]) == 6  # the same validation images for every seed
     for dm in dms:
         assert not (set(dm.calib_idx.tolist()) | set(dm.holdout_idx.tolist())) & val[0]
         assert sum(len(y) for _, y in dm.eval_dataloader()) == 6
-    test = ImageNetDataModule(**kw, seed=0)
+    test = imagenet(**kw, seed=0)
     assert sum(len(y) for _, y in test.eval_dataloader()) == 18  # the val/ folder (the paper's test set)
     with pytest.raises(ValueError, match="eval_split='val' with val_size=0"):
-        ImageNetDataModule(**kw, eval_split="val")
+        imagenet(**kw, eval_split="val")
+
+
+@pytest.mark.parametrize("field, value, minimum", [("calib_size", 0, 1), ("calib_batch_size", -1, 1),
+                                                   ("eval_batch_size", 0, 1), ("img_size", 0, 1),
+                                                   ("holdout_size", -1, 0), ("val_size", -2, 0), ("num_workers", -1, 0)])
+def test_sizes_out_of_range_are_refused_before_any_image_is_read(field, value, minimum):
+    """(issue 28, defect 5: the same one-line check as Fashion-MNIST's; no folder is looked at)"""
+    with pytest.raises(ValueError, match=rf"^data.init_args.{field}={value}: must be ≥ {minimum}$"):
+        imagenet(root="/nonexistent", **{field: value})
+
+
+def test_data_follows_the_model_named_once(tmp_path):
+    """(issue 27, 2: ``--model.init_args.model_name vit_base_patch16_224`` left the data on DeiT's transform)"""
+    from evolq_pl.cli.trainer_cli import EvolQCLI
+    root = make_folder(tmp_path / "imgs", per_class=1)
+    args = ["--config", str(ROOT / "configs/imagenet/base.yaml"), "--config",
+            str(ROOT / "configs/imagenet/deit_small_w4a8.yaml"), "--model.init_args.pretrained", "false",
+            "--data.init_args.root", str(root), "--data.init_args.calib_size", "2"]
+    cli = EvolQCLI(args=[*args, "--model.init_args.model_name", "vit_base_patch16_224"], run=False)
+    assert cli.datamodule.model_name == "vit_base_patch16_224"
+    with pytest.raises(ValueError, match=r"^data.init_args.model_name='levit_128s' differs from "
+                                         r"model.init_args.model_name='deit_small_patch16_224': give it once"):
+        EvolQCLI(args=[*args, "--data.init_args.model_name", "levit_128s"], run=False)
+    with pytest.raises(DataError, match="data.model_name is not given"):
+        ImageNetDataModule(root=str(root), num_workers=0)

@@ -191,3 +191,18 @@ def test_bad_config_named(kwargs, message):
 
 def test_schedule_visits_units_last_to_first():
     assert schedule(3, 2) == [(0, 2), (0, 1), (0, 0), (1, 2), (1, 1), (1, 0)]
+
+
+def test_nonfinite_calibration_batches_or_teacher_refused_at_construction():
+    """(issue 28, defect 7: a NaN calibration batch gave fitness nan, no error)"""
+    model, batches = tiny_model("deit")
+    bad = batches[1].clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^calibration batch 1 contains NaN or inf values$"):
+        FitnessEvaluator(model, [batches[0], bad])
+    teacher = FitnessEvaluator(model, batches).teacher
+    teacher[0] = teacher[0].clone().fill_(float("inf"))
+    with pytest.raises(ValueError, match=r"^the teacher's output on calibration batch 0 contains NaN or inf values"):
+        FitnessEvaluator(model, batches, teacher=teacher)
+    with pytest.raises(ValueError, match="no calibration batches"):
+        FitnessEvaluator(model, [])
