@@ -69,6 +69,35 @@ def redirect_outputs(config: Namespace, run_dir: str) -> None:
         config.model.init_args.output_dir = run_dir
 
 
+# values given once, on the model; the data module's argument of the same meaning follows them
+# (model.init_args path, data.init_args key)
+LINKED = (("model_name", "model_name"), ("model_kwargs.img_size", "img_size"),
+          ("model_kwargs.img_size", "image_size"))
+
+
+def _model_value(init: Namespace, path: str) -> Any:
+    name, _, key = path.partition(".")
+    value = init.get(name)
+    return value.get(key) if key and isinstance(value, dict) else (None if key else value)
+
+
+def link_model_to_data(config: Namespace) -> None:
+    """Set the data module's model name and input size from the model's (where the data class takes them); a
+    data value given as well must agree, or the run is refused in one line naming both."""
+    model, data = config.get("model"), config.get("data")
+    if not (isinstance(model, Namespace) and isinstance(data, Namespace) and "init_args" in data):
+        return
+    for source, target in LINKED:
+        value = _model_value(model.init_args, source)
+        if target not in data.init_args or value is None:
+            continue
+        given = data.init_args[target]
+        if given is not None and given != value:
+            raise ValueError(f"data.init_args.{target}={given!r} differs from model.init_args.{source}={value!r}: "
+                             f"give it once, on the model (the data module follows it)")
+        data.init_args[target] = value
+
+
 def _finished(results: Path) -> bool:
     """A run folder's results.json of a finished run (one listing ``missing`` measurements may be rerun)."""
     try:
@@ -123,6 +152,7 @@ class EvolQCLI(LightningCLI):
         ckpt = config.get("ckpt_path")
         if ckpt and ckpt not in CKPT_ALIASES:  # refuse a pickle payload or a foreign file before building anything
             load_checkpoint(ckpt)
+        link_model_to_data(config)
         if config.get("run_dir"):
             ensure_writable_dir(Path(config.run_dir), "--run_dir")
             finished = Path(config.run_dir) / "results.json"
