@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from evolq_pl.cli.argv import command_parser
 from evolq_pl.cli.restore import build
+from evolq_pl.io import atomic_path, write_text_atomic
 from evolq_pl.lightning.results import ensure_writable_dir
 from evolq_pl.lightning.metrics import evaluate, first_images
 from evolq_pl.lightning.plots import plot_landscape
@@ -42,8 +43,12 @@ class Landscape:
 
 
 def prepare(configs: list[str], ckpt_path: str | None = None, eval_size: int = 2000,
-            extra: list[str] | None = None) -> Landscape:
+            extra: list[str] | None = None, spec: SweepSpec | None = None) -> Landscape:
+    """Build (and restore) the module, then calibrate it; ``spec``, when given, is checked against the model's
+    units first: building takes about a second, calibrating minutes on a real model."""
     module, dm = build(configs, extra or [], ckpt_path)
+    if spec is not None:
+        spec.validate(len(module.units))
     calib = dm.calibration_data()
     if ckpt_path is None:
         calibrate(module.model, calib.batches())
@@ -56,12 +61,12 @@ def prepare(configs: list[str], ckpt_path: str | None = None, eval_size: int = 2
 def run(configs: list[str], spec: SweepSpec, out: Path, ckpt_path: str | None = None, eval_size: int = 2000,
         extra: list[str] | None = None) -> dict[str, Any]:
     ensure_writable_dir(out, "--out")
-    spec.validate()  # before the model is built and calibrated
-    land = prepare(configs, ckpt_path, eval_size, extra)
+    spec.validate()  # before the model is built; the unit index once it is built, before calibration
+    land = prepare(configs, ckpt_path, eval_size, extra, spec)
     rows = land.sweep(spec)
     module = land.module
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "landscape.csv", "w", newline="") as f:
+    with atomic_path(out / "landscape.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
@@ -69,7 +74,7 @@ def run(configs: list[str], spec: SweepSpec, out: Path, ckpt_path: str | None = 
             f"({module.units[spec.unit].name}), {spec.mode} radius {spec.radius:g}"
     plot_landscape(rows, spec.dims, out / "landscape.png", title)
     rough = {m: roughness([r[m] for r in rows]) for m in rows[0] if m not in ("a", "b")} if spec.dims == 1 else {}
-    (out / "roughness.json").write_text(json.dumps(rough, indent=2))
+    write_text_atomic(out / "roughness.json", json.dumps(rough, indent=2))
     return {"rows": rows, "roughness": rough}
 
 
