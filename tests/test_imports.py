@@ -143,3 +143,10 @@ def test_the_circle_check_sees_type_checking_and_function_imports(tmp_path, monk
     (pkg / "a" / "y.py").write_text("def f():\n    from evolq_pl.a import x\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", pkg)
     assert cycles(import_graph(sorted(pkg.rglob("*.py")))) == [["evolq_pl.a.x", "evolq_pl.a.y"]]
+
+
+def test_io_is_below_every_layer():
+    """evolq_pl/io.py (atomic writes) is used by export, report, lightning and cli: it imports no project module
+    and nothing outside the standard library."""
+    names = {n.split(".")[0] for n in imported((PACKAGE / "io.py").read_text(), "evolq_pl")}
+    assert names <= set(sys.stdlib_module_names), names - set(sys.stdlib_module_names)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from evolq_pl.export.safetensors_io import ExportError, check_output
+from evolq_pl.io import atomic_path
 from evolq_pl.quant.quantizer import UniformQuantizer, channel_dim_of, is_calibrated, quantizers
 
 
@@ -86,8 +87,8 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, overw
     if not is_calibrated(model):
         raise ExportError("model is not calibrated: calibrate (or load a searched checkpoint) before export")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with qdq_mode(model), torch.no_grad():
-        torch.onnx.export(model, (example,), str(path), input_names=["images"], output_names=["logits"],
+    with qdq_mode(model), torch.no_grad(), atomic_path(path) as tmp:  # never a partial or truncated file
+        torch.onnx.export(model, (example,), str(tmp), input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
                           dynamo=False)
     return path

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from evolq_pl.io import atomic_path
+
 METRICS = ("infonce", "mse", "kl", "cosine", "ce", "top1")
 
 
@@ -12,6 +14,16 @@ def _plt():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def _save(plt: Any, fig: Any, path: Path) -> None:
+    """Lay out, write (atomically: never a partial image) and close ``fig``."""
+    try:
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def plot_progress(history: Sequence[dict[str, Any]], fitness_init: float, path: Path, title: str = "") -> None:
@@ -29,9 +41,7 @@ def plot_progress(history: Sequence[dict[str, Any]], fitness_init: float, path: 
             ax2.annotate(str(h["unit"]), (h["evaluations"], h["improvement"]), fontsize=6, ha="center", va="bottom")
     ax2.set_xlabel("fitness evaluations")
     ax2.set_ylabel("improvement per step\n(label = unit)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def plot_landscape(rows: Sequence[dict[str, float]], dims: int, path: Path, title: str) -> None:
@@ -54,6 +64,4 @@ def plot_landscape(rows: Sequence[dict[str, float]], dims: int, path: Path, titl
     for ax in list(axes.flat)[len(metrics):]:
         ax.axis("off")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, path)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from evolq_pl.io import write_text_atomic
 from evolq_pl.lightning.metrics import evaluate, first_images, spearman
 from evolq_pl.lightning.plots import plot_progress
 from evolq_pl.quant import quant_disabled, scales_loaded
@@ -113,8 +114,8 @@ def measure_into(results: dict[str, Any], measures: Iterable[tuple[str, Measure]
 def write_results(out: Path, results: dict[str, Any], history: Sequence[dict[str, Any]], title: str) -> None:
     """results.json, history.json, progress.png and the table; raises after writing if a measurement failed."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(strict_json(results, indent=2))
-    (out / "history.json").write_text(strict_json(list(history), indent=1))
+    write_text_atomic(out / "results.json", strict_json(results, indent=2))
+    write_text_atomic(out / "history.json", strict_json(list(history), indent=1))
     if history:
         plot_progress(history, results["fitness_init"], out / "progress.png", title)
     print(format_results(results))

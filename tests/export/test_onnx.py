@@ -57,3 +57,19 @@ def test_swin_exports_and_runs(tmp_path):
         ref = model(x)
     # QDQ rounds x·(1/s) where PyTorch rounds x/s (module docstring): argmaxes, not bits, are compared
     assert out.shape == ref.shape and (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.9
+
+
+@pytest.mark.parametrize("existing", [b"old export", None])
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial_one(tmp_path, existing):
+    from evolq_pl.io import WriteError
+    from tests.search.helpers import tiny_model
+    from tests.test_io import file_size_limit
+    model, batches = tiny_model("deit", w_bits=4)
+    target = tmp_path / "m.onnx"
+    if existing is not None:
+        target.write_bytes(existing)
+    with file_size_limit(16384), pytest.raises(WriteError, match=f"cannot write {target}: File too large"):
+        export_onnx(model, batches[0][:2], target, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([target.name] if existing else [])
+    assert existing is None or target.read_bytes() == existing
+    assert export_onnx(model, batches[0][:2], target, overwrite=existing is not None).stat().st_size > 16384
