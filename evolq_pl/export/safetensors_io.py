@@ -1,6 +1,17 @@
 """safetensors export: integer weights (≤ 4 bits packed two per byte, 5–8 bits one per byte), per-channel
 scales / zero points / bias-correction statistics, every activation quantizer's parameters (PTF factors
-included) and the metadata to rebuild the model. ``load_safetensors`` rebuilds a model with identical logits."""
+included) and the metadata to rebuild the model. ``load_safetensors`` rebuilds a model with identical logits.
+
+Zero points are read, all of them. An activation quantizer's zero point is part of its grid (changing one
+changes the logits). A weight layer's (``<layer>.qzero``, stored as z − lower in uint8) gives the dequantized
+weights ŵ = (q − z)·s. With bias correction (the default) each output channel of ŵ is then given the stored
+mean and std (``bc_mean``, ``bc_std``), which cancels any per-channel offset (q − z')·s − (q − z)·s = (z − z')·s:
+the quantized model's logits do not depend on the weight zero points, and the tests pin that. They are stored
+all the same because they still define (1) the weights without bias correction, (2) the rebuilt model's float
+stand-in weights (q − z)·s, which are what runs with quantization turned off (``quant_disabled``), and (3) the
+codes of a re-export of the rebuilt model (round(ŵ/s + z) = q). Loading checks that each is an integer on its
+quantizer's grid, like every scale being finite and > 0 and every code being on its grid.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -13,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from evolq_pl.io import atomic_path
 from evolq_pl.layers import QConv2d, QLinear
 from evolq_pl.quant.config import QuantConfig
 from evolq_pl.quant.functional import bias_correct_to, channel_stats
@@ -69,7 +81,7 @@ def export_safetensors(model: nn.Module, path: str | Path, model_name: str, mode
                        overwrite: bool = False) -> Path:
     """Write ``model`` (quantized, calibrated) to ``path``. Refuses an uncalibrated model and an existing
     file unless ``overwrite``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     path = Path(path)
     check_output(path, overwrite)
@@ -98,7 +110,9 @@ def export_safetensors(model: nn.Module, path: str | Path, model_name: str, mode
             "quant_config": json.dumps(asdict(model.quant_config)), "weights": json.dumps(weights)}
     meta["content_sha256"] = content_hash(tensors, meta)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=meta)
+    data = save(tensors, metadata=meta)  # written by Python: an OS error is an OSError (save_file's is not)
+    with atomic_path(path) as tmp:  # a failed write leaves no partial file and an existing one as it was
+        tmp.write_bytes(data)
     return path
 
 
@@ -194,12 +208,61 @@ def _check_layout(path: Path, meta: dict[str, Any], shapes: dict[str, list[int]]
                               f"{want if want is not None else f'one dimension of at most {bound}'}")
 
 
+def _refuse_off_grid(path: Path, key: str, values: torch.Tensor, lower: int, upper: int, what: str) -> None:
+    """Every value of ``values`` an integer in lower..upper, or an ``ExportError`` naming tensor ``key``."""
+    v = values.double()
+    bad = (v != v.round()) | (v < lower) | (v > upper)
+    if bad.any():
+        raise ExportError(f"{path}: tensor {key} holds {what} {v[bad][0].item():g}; the quantizer's grid allows "
+                          f"only integers {lower}..{upper}")
+
+
+def _check_weight_info(path: Path, name: str, info: Any, layer: QLinear | QConv2d) -> None:
+    """The metadata's description of a weight layer agrees with the model it describes."""
+    wq = layer.weight_quantizer
+    want = {"bits": wq.bit_type.bits, "lower": wq.bit_type.lower, "shape": list(layer.weight.shape),
+            "bias_correction": layer.bias_correction}
+    if not isinstance(info, dict) or any(info.get(k) != v for k, v in want.items()):
+        raise ExportError(f"{path}: metadata weights[{name!r}] is {info}; the model in its metadata needs {want}")
+
+
+def _check_values(path: Path, model: nn.Module, tensors: dict[str, torch.Tensor], weights: dict[str, Any]) -> None:
+    """Every quantizer's scale finite and > 0, its zero points integers on its grid, every weight code on its
+    grid (the content hash is a checksum, not a guard: an edited file with a recomputed hash reaches here)."""
+    layers = _weight_layers(model)
+    if set(weights) != set(layers):
+        raise ExportError(f"{path}: metadata weights names {sorted(set(weights) ^ set(layers))[:3]}, which the "
+                          f"model in its metadata does not match")
+    for name, q in quantizers(model).items():
+        lo, hi, scale = q.bit_type.lower, q.bit_type.upper, tensors[f"{name}.scale"]
+        if scale.numel() == 0 or not bool((scale > 0).all()):
+            raise ExportError(f"{path}: tensor {name}.scale holds "
+                              f"{f'the scale {scale.min().item():g}' if scale.numel() else 'no scale'}; "
+                              "every scale must be finite and > 0")
+        owner = name.rpartition(".")[0]
+        zkey, offset = (f"{owner}.qzero", lo) if q.is_weight and owner in layers else (f"{name}.zero_point", 0)
+        if tensors[zkey].shape != scale.shape:
+            raise ExportError(f"{path}: tensor {zkey} has shape {list(tensors[zkey].shape)}, its scale "
+                              f"{list(scale.shape)}")
+        _refuse_off_grid(path, zkey, tensors[zkey], lo - offset, hi - offset, "the zero point")
+    for name, info in weights.items():
+        _check_weight_info(path, name, info, layers[name])
+        wrong = next((k for k in (f"{name}.qweight", f"{name}.qzero") if tensors[k].dtype != torch.uint8), None)
+        if wrong is not None:
+            raise ExportError(f"{path}: tensor {wrong} is {tensors[wrong].dtype}, not torch.uint8")
+        wq = layers[name].weight_quantizer
+        codes = unpack(tensors[f"{name}.qweight"], info["bits"], layers[name].weight.numel())
+        _refuse_off_grid(path, f"{name}.qweight", codes, 0, wq.bit_type.upper - wq.bit_type.lower, "the code")
+
+
 def load_safetensors(path: str | Path) -> nn.Module:
     """Rebuild the fake-quant model from an export alone (no float weights needed): identical logits.
 
     Checked before anything large is allocated: the format, the metadata (a supported model, sizes that match
     every tensor in the file); then every tensor is finite and the content hash written at export matches
-    (a flipped byte or an edited ``quant_config`` is refused). Every failure is an ``ExportError``.
+    (a flipped byte or an edited ``quant_config`` is refused); then the values: every scale > 0, every zero
+    point and weight code an integer on its quantizer's grid, the metadata's weight layers as the model has
+    them. Every failure is an ``ExportError``.
     """
     from safetensors import safe_open
 
@@ -219,6 +282,7 @@ def load_safetensors(path: str | Path) -> nn.Module:
     cfg = QuantConfig(**meta["quant_config"])
     model = create_quant_model(meta["model_name"], cfg, **meta["model_kwargs"])
     weights = meta["weights"]
+    _check_values(path, model, tensors, weights)
     state = {k: v for k, v in tensors.items() if not k.endswith((".qweight", ".qzero", ".bc_mean", ".bc_std"))}
     try:
         for name, info in weights.items():

@@ -147,3 +147,110 @@ def test_load_refuses_bad_metadata_before_allocating(tmp_path, exported):
     garbage.write_bytes(b"\x00" * 64)
     with pytest.raises(ExportError, match="is not a readable safetensors file"):
         load_safetensors(garbage)
+
+
+@pytest.mark.parametrize("existing", [b"old export", None])
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial_one(tmp_path, existing):
+    """``ulimit -f``: the export does not fit; an existing file stays as it was, a new path stays free (a rerun
+    is not refused as existing), and the error is one line naming the file."""
+    from evolq_pl.io import WriteError
+    from tests.test_io import file_size_limit
+    model, _ = tiny_model("deit", w_bits=4)
+    name, kw, _ = TINY["deit"]
+    target = tmp_path / "m.safetensors"
+    if existing is not None:
+        target.write_bytes(existing)
+    with file_size_limit(4096), pytest.raises(WriteError, match=f"cannot write {target}: File too large"):
+        export_safetensors(model, target, name, kw, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ([target.name] if existing else [])
+    assert existing is None or target.read_bytes() == existing
+    assert load_safetensors(export_safetensors(model, target, name, kw, overwrite=existing is not None))
+
+
+def _rehashed(src, dst, tensor_change):
+    """An edited copy whose content hash is recomputed (the hash is a checksum: this is what a tamperer does)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from evolq_pl.export.safetensors_io import content_hash
+    with safe_open(str(src), framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k).clone() for k in f.keys()}
+    tensor_change(tensors)
+    meta["content_sha256"] = content_hash(tensors, meta)
+    save_file(tensors, str(dst), metadata=meta)
+    return dst
+
+
+def _set(key_end, value):
+    """Set the first element of the first tensor whose name ends with ``key_end``."""
+    def edit(t):
+        t[next(k for k in t if k.endswith(key_end))][0] = value
+    return edit
+
+
+@pytest.mark.parametrize("key_end, value, message", [
+    (".weight_quantizer.scale", 0.0, r"tensor \S+\.weight_quantizer\.scale holds the scale 0; every scale must be "
+                                     r"finite and > 0"),
+    ("qact1.scale", -0.05, r"tensor \S+qact1\.scale holds the scale -0\.05; every scale must be finite and > 0"),
+    (".qzero", 16, r"tensor \S+\.qzero holds the zero point 16; the quantizer's grid allows only integers 0\.\.15"),
+    ("qact1.zero_point", 3.5, r"tensor \S+qact1\.zero_point holds the zero point 3\.5; .* only integers 0\.\.255"),
+    ("qact1.zero_point", -1.0, r"tensor \S+qact1\.zero_point holds the zero point -1; .* only integers 0\.\.255"),
+    ("qact1.zero_point", 256.0, r"tensor \S+qact1\.zero_point holds the zero point 256; .* integers 0\.\.255"),
+])
+def test_load_refuses_values_off_the_grid_even_with_a_recomputed_hash(tmp_path, exported, key_end, value, message):
+    bad = _rehashed(exported, tmp_path / "bad.safetensors", _set(key_end, value))
+    with pytest.raises(ExportError, match=f"^{bad}: {message}"):
+        load_safetensors(bad)
+
+
+def test_load_refuses_weight_codes_off_the_grid_and_edited_weight_metadata(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    model, _ = tiny_model("deit", w_bits=3)  # 3-bit codes 0..7 packed in nibbles: 8..15 fit the file, not the grid
+    name, kw, _ = TINY["deit"]
+    src = export_safetensors(model, tmp_path / "m.safetensors", name, kw)
+    bad = _rehashed(src, tmp_path / "codes.safetensors", _set(".qweight", 0xF0))
+    with pytest.raises(ExportError, match=r"tensor \S+\.qweight holds the code 15; .* only integers 0\.\.7"):
+        load_safetensors(bad)
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata())
+    weights = json.loads(meta["weights"])
+    layer = next(iter(weights))
+    weights[layer]["bits"] = 4
+    edited = _rewrite(src, tmp_path / "meta.safetensors", meta_change=lambda m: m.update(weights=json.dumps(weights)))
+    relabelled = _rehashed(edited, tmp_path / "meta2.safetensors", lambda t: None)
+    with pytest.raises(ExportError, match=rf"metadata weights\['{layer}'\] is .*'bits': 4.*needs .*'bits': 3"):
+        load_safetensors(relabelled)
+
+
+@pytest.mark.parametrize("bias_correction", [False, True])
+def test_zero_points_are_read(tmp_path, bias_correction):
+    """Weight zero points give ŵ = (q − z)·s; bias correction then restores each channel's stored mean, which
+    cancels a per-channel offset: with it the quantized logits do not depend on them, the float stand-in
+    weights (quantization off) do. Activation zero points always change the logits (module docstring)."""
+    from evolq_pl import QuantConfig, calibrate, create_quant_model, quant_disabled
+    from evolq_pl.models.random_weights import randomize_
+    name, kw, size = TINY["deit"]
+    model = randomize_(create_quant_model(name, QuantConfig(w_bits=4, bias_correction=bias_correction), **kw), 0)
+    x = torch.randn(16, 1, size, size, generator=torch.Generator().manual_seed(0))
+    calibrate(model, [x])
+    src = export_safetensors(model, tmp_path / "m.safetensors", name, kw)
+
+    def shift_weight_zero_points(t):
+        for k in [k for k in t if k.endswith(".qzero")]:
+            t[k] = torch.where(t[k] < 15, t[k] + 1, t[k] - 1).to(torch.uint8)
+
+    def shift_activation_zero_point(t):
+        key = next(k for k in t if k.endswith("qact1.zero_point"))
+        t[key] = t[key] + (1 if t[key][0] < 255 else -1)
+
+    base = load_safetensors(src)
+    weights_z = load_safetensors(_rehashed(src, tmp_path / "wz.safetensors", shift_weight_zero_points))
+    acts_z = load_safetensors(_rehashed(src, tmp_path / "az.safetensors", shift_activation_zero_point))
+    with torch.no_grad():
+        logits = base(x)
+        assert torch.equal(logits, weights_z(x)) == bias_correction
+        assert not torch.equal(logits, acts_z(x))
+        with quant_disabled(base), quant_disabled(weights_z):
+            assert not torch.equal(base(x), weights_z(x))  # the stand-in weights (q − z)·s
