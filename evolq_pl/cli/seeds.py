@@ -12,21 +12,31 @@ per-image correctness pooled over seeds (a gain is claimed only where the interv
 Rerunning into the same ``--out`` skips finished seeds of the same settings, resumes an interrupted seed from
 its last.ckpt, and refuses a folder that holds a run with other settings. ``--print-commands`` prints one
 command per seed (for a cluster scheduler) and runs nothing; ``--summary-only`` aggregates afterwards.
+
+A seed folder is locked (``seed<k>/.lock``, holding the pid) while a seeds command runs in it; its ``fit``
+holds the lock too, so a second seeds command on the same folder is refused even after the first one was
+killed. SIGTERM or SIGINT is passed on to the running ``fit`` processes (which stop at their next step and
+keep their last.ckpt); seeds waits for them, then exits with 128 + the signal number.
 """
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import json
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from types import FrameType, TracebackType
+from typing import Any, Callable, Iterator
 
 from evolq_pl.cli.argv import command_parser
+from evolq_pl.io import atomic_path, write_text_atomic
 from evolq_pl.report.stats import compare_runs, describe, verdict
 
 # arguments the seeds command sets for every seed itself
@@ -35,8 +45,22 @@ METRICS = ("top1_float", "top1_init", "top1_evolq", "top5_float", "top5_init", "
            "fitness_final", "evaluations", "search_seconds")
 
 
+LOCK = ".lock"
+USAGE_EXIT = 2  # the status of a one-line error (a bad value, a config): the same command fails the same way
+
+
 class SeedsError(ValueError):
     pass
+
+
+class SeedsInterrupted(SeedsError):
+    """SIGTERM/SIGINT reached seeds; its running fits got it too and have exited."""
+
+    def __init__(self, signum: int, stopped: list[int]) -> None:
+        self.signum = signum
+        name = signal.Signals(signum).name
+        passed = f"passed on to the fit of seed(s) {stopped}, which have exited" if stopped else "no fit was running"
+        super().__init__(f"seeds stopped by {name} ({passed}); rerun the same command to resume")
 
 
 def fingerprint(configs: list[str], extra: list[str]) -> str:
@@ -69,10 +93,85 @@ def seed_command(configs: list[str], seed: int, out: Path, extra: list[str]) -> 
     return cmd + (["--ckpt_path", str(ckpt)] if ckpt else [])
 
 
+def read_results(path: Path) -> dict[str, Any]:
+    """A seed's results.json; a damaged one is named in one line."""
+    try:
+        results = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise SeedsError(f"{path} is damaged (not JSON: {err}); delete it and rerun that seed") from None
+    if not isinstance(results, dict):
+        raise SeedsError(f"{path} is damaged (a JSON {type(results).__name__}, not an object); delete it and "
+                         "rerun that seed")
+    return results
+
+
 def finished(out: Path, seed: int) -> bool:
     """results.json written with every measurement (one listing ``missing`` is rerun: it resumes)."""
     path = seed_dir(out, seed) / "results.json"
-    return path.exists() and "missing" not in json.loads(path.read_text())
+    return path.exists() and "missing" not in read_results(path)
+
+
+def note_holder(fd: int, pid: int) -> None:
+    """Write ``pid`` into the lock file ``fd`` (what a refused second command names)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{pid}\n".encode(), 0)
+
+
+@contextmanager
+def seed_lock(folder: Path) -> Iterator[int]:
+    """Hold ``folder``'s lock for the block (``flock`` on ``folder/.lock``; yields its descriptor). Refuses a
+    folder another live process holds; a lock file left by a dead process does not block (the kernel releases
+    a ``flock`` with the last process holding it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise SeedsError(f"{folder} is in use by process {holder} (a fit of another seeds command); wait for "
+                         "it to end or stop it, then rerun") from None
+    try:
+        note_holder(fd, os.getpid())
+        yield fd
+    finally:
+        os.close(fd)
+
+
+class SignalForwarder:
+    """Inside the block, SIGTERM and SIGINT to this process are passed on to every child added (which stop
+    cleanly) instead of stopping this process; ``received`` lists them. The previous handlers come back after."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.children: list[subprocess.Popen] = []
+        self.received: list[int] = []
+        self.signalled: set[int] = set()  # pids of the children a signal was passed on to
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "SignalForwarder":
+        self._previous = {s: signal.signal(s, self._forward) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, kind: type | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _forward(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+        for child in self.children:
+            self._pass_on(child, signum)
+
+    def _pass_on(self, child: subprocess.Popen, signum: int) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+            self.signalled.add(child.pid)
+
+    def add(self, child: subprocess.Popen) -> None:
+        self.children.append(child)
+        if self.received:  # a signal that came while it was being started
+            self._pass_on(child, self.received[-1])
 
 
 def check_arguments(configs: list[str], extra: list[str]) -> None:
@@ -111,27 +210,69 @@ def plan(configs: list[str], seeds: list[int], out: Path, extra: list[str]) -> l
 def mark(configs: list[str], seed: int, out: Path, extra: list[str]) -> None:
     """Record in the seed's folder which settings it runs (read by ``plan`` on a rerun)."""
     seed_dir(out, seed).mkdir(parents=True, exist_ok=True)
-    (seed_dir(out, seed) / "run.json").write_text(json.dumps(
+    write_text_atomic(seed_dir(out, seed) / "run.json", json.dumps(
         {"fingerprint": fingerprint(configs, extra), "configs": configs, "extra": extra, "seed": seed}))
+
+
+def start_seed(configs: list[str], seed: int, out: Path, extra: list[str], gpu: str | None,
+               lock: int) -> subprocess.Popen:
+    """The seed's ``fit`` (seeing only ``gpu``), in its own session (a terminal's Ctrl-C reaches it once, through
+    seeds), holding the seed folder's lock with seeds."""
+    env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    mark(configs, seed, out, extra)
+    child = subprocess.Popen(seed_command(configs, seed, out, extra), env=env, pass_fds=(lock,),
+                             start_new_session=True)
+    note_holder(lock, child.pid)
+    return child
 
 
 def run_seeds(configs: list[str], seeds: list[int], out: Path, gpus: list[str], extra: list[str]) -> None:
     """Waves of one process per GPU (each sees only its device); sequential on CPU. A seed that exits
-    non-zero or writes no results.json is a failure; the others still run."""
-    slots, failed = gpus or [None], []
-    for start in range(0, len(seeds), len(slots)):
-        procs = []
-        for seed, gpu in zip(seeds[start:start + len(slots)], slots):
-            env = dict(os.environ)
-            if gpu is not None:
-                env["CUDA_VISIBLE_DEVICES"] = gpu
-            mark(configs, seed, out, extra)
-            procs.append((seed, subprocess.Popen(seed_command(configs, seed, out, extra), env=env)))
-        for seed, p in procs:
-            if p.wait() != 0 or not finished(out, seed):
-                failed.append(f"seed {seed} (exit {p.returncode})")
+    non-zero or writes no results.json is a failure; the others still run. SIGTERM/SIGINT: passed on to the
+    running fits, which are waited for; no further wave starts (``SeedsInterrupted``)."""
+    slots, exits = gpus or [None], {}
+    with ExitStack() as stack:
+        locks = {seed: stack.enter_context(seed_lock(seed_dir(out, seed))) for seed in seeds}
+        forwarder = stack.enter_context(SignalForwarder())
+        for start in range(0, len(seeds), len(slots)):
+            if forwarder.received:
+                break
+            exits.update(run_wave(list(zip(seeds[start:start + len(slots)], slots)), forwarder,
+                                  lambda seed, gpu: start_seed(configs, seed, out, extra, gpu, locks[seed])))
+    if forwarder.received:
+        pids = forwarder.signalled
+        raise SeedsInterrupted(forwarder.received[0], [s for s, (pid, _) in exits.items() if pid in pids])
+    failed = [(s, code) for s, (_, code) in exits.items() if code != 0 or not finished(out, s)]
     if failed:
-        raise SeedsError(f"{', '.join(failed)} did not finish; rerun the same command to resume them")
+        raise SeedsError(failure_message(failed))
+
+
+def run_wave(wave: list[tuple[int, str | None]], forwarder: SignalForwarder,
+             start: Callable[[int, str | None], subprocess.Popen]) -> dict[int, tuple[int, int]]:
+    """Start one fit per (seed, gpu) and wait for every one started, even when starting another fails (no fit
+    is left running unattended); seed → (pid, exit status)."""
+    procs: list[tuple[int, subprocess.Popen]] = []
+    try:
+        for seed, gpu in wave:
+            procs.append((seed, start(seed, gpu)))
+            forwarder.add(procs[-1][1])
+    finally:
+        exits = {seed: (p.pid, p.wait()) for seed, p in procs}
+    return exits
+
+
+def failure_message(failed: list[tuple[int, int]]) -> str:
+    """Which seeds failed; the resume hint only for those a rerun can resume (not a one-line error's exit 2)."""
+    named = lambda group: ", ".join(f"seed {s} (exit {code})" for s, code in group)  # noqa: E731
+    resumable = [(s, c) for s, c in failed if c != USAGE_EXIT]
+    refused = [(s, c) for s, c in failed if c == USAGE_EXIT]
+    parts = [f"{named(resumable)} did not finish; rerun the same command to resume them"] if resumable else []
+    if refused:
+        parts.append(f"{named(refused)} stopped on an error (its one line is above): the same command would fail "
+                     "the same way; fix what it names, then rerun")
+    return "; ".join(parts)
 
 
 def comparable(settings: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +286,7 @@ def load_runs(out: Path, seeds: list[int]) -> dict[int, dict[str, Any]]:
     if missing:
         raise SeedsError(f"no results.json for seed(s) {missing} under --out={str(out)!r}; run them first "
                          "(without --summary-only) or leave them out of --seeds")
-    runs = {s: json.loads((seed_dir(out, s) / "results.json").read_text()) for s in seeds}
+    runs = {s: read_results(seed_dir(out, s) / "results.json") for s in seeds}
     partial = {s: r["missing"] for s, r in runs.items() if "missing" in r}
     if partial:
         raise SeedsError(f"seed(s) {sorted(partial)} lack measurements {partial}; rerun them (without --summary-only)")
@@ -169,12 +310,12 @@ def summarise(out: Path, seeds: list[int]) -> dict[str, Any]:
             std = statistics.stdev(values) if len(values) > 1 else 0.0
             rows.append({"metric": metric, "mean": statistics.mean(values), "std": std,
                          **{f"seed{s}": runs[s].get(metric) for s in seeds}})
-    with open(out / "summary.csv", "w", newline="") as f:
+    with atomic_path(out / "summary.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["metric", "mean", "std", *(f"seed{s}" for s in seeds)])
         writer.writeheader()
         writer.writerows(rows)
     first = next(iter(runs.values()))
-    lines = [f"# {first['model']} W{first['w_bits']}A{first['a_bits']}, seeds {', '.join(map(str, seeds))}", "",
+    lines = [f"# {first.get('model')} W{first.get('w_bits')}A{first.get('a_bits')}, seeds {', '.join(map(str, seeds))}", "",
              "| metric | mean ± std | " + " | ".join(f"seed {s}" for s in seeds) + " |",
              "|---|---|" + "---|" * len(seeds)]
     for r in rows:
@@ -183,7 +324,7 @@ def summarise(out: Path, seeds: list[int]) -> dict[str, Any]:
     paired = compare_runs([runs[s] for s in seeds])
     lines += ["", "std: sample standard deviation over seeds (ddof = 1).", "", paired_line(paired),
               "Per-seed files: " + ", ".join(str(seed_dir(out, s) / "results.json") for s in seeds)]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    write_text_atomic(out / "summary.md", "\n".join(lines) + "\n")
     return {"rows": rows, "runs": runs, "paired": paired}
 
 
@@ -211,9 +352,14 @@ def main(argv: list[str] | None = None) -> None:
         todo = plan(configs, args.seeds, out, extra)
         if args.print_commands:
             for seed in todo:
-                mark(configs, seed, out, extra)
+                with seed_lock(seed_dir(out, seed)):  # not a folder a fit runs in now
+                    mark(configs, seed, out, extra)
                 print(shlex.join(seed_command(configs, seed, out, extra)))
             return
-        run_seeds(configs, todo, out, args.gpus, extra)
+        try:
+            run_seeds(configs, todo, out, args.gpus, extra)
+        except SeedsInterrupted as stop:
+            print(f"error: {stop}", file=sys.stderr)
+            raise SystemExit(128 + stop.signum) from None
     summarise(out, args.seeds)
     print((out / "summary.md").read_text())

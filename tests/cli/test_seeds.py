@@ -1,5 +1,6 @@
 """The seeds command aggregates per-seed results (two seeds on CPU, tiny model)."""
 import json
+import os
 import subprocess
 import sys
 
@@ -96,3 +97,128 @@ def test_plan_refuses_missing_configs_seed_owned_arguments_and_partial_results(t
     assert plan([str(config)], [0], tmp_path / "s", []) == [0]  # a partial result is rerun (it resumes)
     with pytest.raises(SeedsError, match=r"seed\(s\) \[0\] lack measurements"):
         summarise(tmp_path / "s", [0])
+
+
+# A stand-in for a seed's ``fit`` (argv[1]: its seed folder): says when it is ready, then on SIGTERM/SIGINT
+# notes the signal, takes a moment to stop (as a fit finishing its step does) and exits 128 + signal.
+FAKE_FIT = """
+import os, pathlib, signal, sys, time
+folder = pathlib.Path(sys.argv[1])
+def stop(signum, frame):
+    (folder / "got").write_text(str(signum))
+    time.sleep(0.5)
+    (folder / "exited").write_text("yes")
+    sys.exit(128 + signum)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+(folder / "ready").write_text(str(os.getpid()))
+time.sleep(60)
+"""
+# ``evolq-pl seeds`` with each seed's fit replaced by the command in argv[1] (``{folder}``: the seed folder)
+SEEDS_WITH_FAKE_FIT = """
+import sys
+from evolq_pl.cli import main, seeds
+child = sys.argv[1]
+seeds.seed_command = lambda configs, seed, out, extra: [sys.executable, "-c", child, str(seeds.seed_dir(out, seed))]
+main(["seeds", *sys.argv[2:]])
+"""
+
+
+def wait_for(path, timeout=30.0):
+    import time
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < end, f"{path} did not appear"
+        time.sleep(0.05)
+    return path
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_is_passed_on_to_the_running_fit_and_waited_for(tmp_path, sig):
+    import signal
+
+    from evolq_pl.cli.seeds import SeedsError, seed_lock
+    signum, out = getattr(signal, sig), tmp_path / "seeds"
+    seeds = subprocess.Popen([sys.executable, "-c", SEEDS_WITH_FAKE_FIT, FAKE_FIT, "--config",
+                              str(tiny_config(tmp_path)), "--seeds", "0", "1", "--out", str(out)],
+                             cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        fit_pid = wait_for(out / "seed0" / "ready").read_text()
+        # the folder is locked while its fit runs: a second seeds command is refused, naming the folder and pid
+        with pytest.raises(SeedsError, match=f"^{out / 'seed0'} is in use by process {fit_pid} "):
+            with seed_lock(out / "seed0"):
+                pass
+        seeds.send_signal(signum)
+        _, err = seeds.communicate(timeout=60)
+    finally:
+        seeds.kill()
+    assert seeds.returncode == 128 + signum, err
+    assert (out / "seed0" / "got").read_text() == str(signum) and (out / "seed0" / "exited").exists()  # waited
+    assert not (out / "seed1" / "ready").exists()  # no further seed started
+    assert err.splitlines() == [f"error: seeds stopped by {sig} (passed on to the fit of seed(s) [0], which have "
+                                "exited); rerun the same command to resume"]
+    with seed_lock(out / "seed0"):  # free again
+        pass
+
+
+def test_the_fit_keeps_its_folder_locked_and_a_dead_holder_does_not_block(tmp_path):
+    from evolq_pl.cli.seeds import SeedsError, seed_lock, start_seed
+    config, out = str(tiny_config(tmp_path)), tmp_path / "seeds"
+    folder = out / "seed0"
+    with seed_lock(folder) as lock:
+        with pytest.raises(SeedsError, match=f"{folder} is in use by process {os.getpid()} "):
+            with seed_lock(folder):
+                pass
+        import evolq_pl.cli.seeds as seeds
+        original, seeds.seed_command = seeds.seed_command, lambda *a: [sys.executable, "-c", FAKE_FIT, str(folder)]
+        try:
+            fit = start_seed([config], 0, out, [], None, lock)
+        finally:
+            seeds.seed_command = original
+    try:  # seeds let go (as when it is killed): the fit still holds the folder
+        wait_for(folder / "ready")
+        with pytest.raises(SeedsError, match=f"in use by process {fit.pid} "):
+            with seed_lock(folder):
+                pass
+    finally:
+        fit.kill()
+        fit.wait()
+    assert (folder / ".lock").read_text().strip() == str(fit.pid)  # left behind by a dead process: no obstacle
+    with seed_lock(folder):
+        pass
+
+
+def fake_exits(monkeypatch, codes):
+    import evolq_pl.cli.seeds as seeds
+    monkeypatch.setattr(seeds, "seed_command",
+                        lambda configs, seed, out, extra: [sys.executable, "-c", f"raise SystemExit({codes[seed]})"])
+
+
+def test_the_resume_hint_only_where_a_rerun_can_resume(tmp_path, monkeypatch):
+    from evolq_pl.cli.seeds import SeedsError, run_seeds
+    config = str(tiny_config(tmp_path))
+    fake_exits(monkeypatch, {0: 2, 1: 1})
+    with pytest.raises(SeedsError) as info:
+        run_seeds([config], [0, 1], tmp_path / "a", [], [])
+    assert str(info.value) == ("seed 1 (exit 1) did not finish; rerun the same command to resume them; seed 0 "
+                               "(exit 2) stopped on an error (its one line is above): the same command would fail "
+                               "the same way; fix what it names, then rerun")
+    fake_exits(monkeypatch, {0: 2})
+    with pytest.raises(SeedsError) as info:
+        run_seeds([config], [0], tmp_path / "b", [], [])
+    assert "resume" not in str(info.value)
+
+
+@pytest.mark.parametrize("summary_only", [True, False])
+@pytest.mark.parametrize("damage, what", [("{\"top1", "not JSON: "), ("[1, 2]", "a JSON list, not an object")])
+def test_a_damaged_results_file_is_named_in_one_line(tmp_path, summary_only, damage, what):
+    from evolq_pl.cli.seeds import mark
+    config, out = tiny_config(tmp_path), tmp_path / "seeds"
+    mark([str(config.resolve())], 0, out, [])
+    (out / "seed0" / "results.json").write_text(damage)
+    run = subprocess.run([sys.executable, "-m", "evolq_pl", "seeds", "--config", str(config), "--seeds", "0",
+                          "--out", str(out), *(["--summary-only"] if summary_only else [])],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert run.stderr.splitlines()[0].startswith(f"error: {out / 'seed0' / 'results.json'} is damaged ({what}")
+    assert not (out / "seed0" / "lightning_logs").exists()  # no fit started
