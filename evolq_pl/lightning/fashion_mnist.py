@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import shutil
+import struct
+import warnings
+import zlib
 from pathlib import Path
 
 import torch
@@ -18,48 +22,122 @@ from evolq_pl.lightning.calibration import CalibrationData, check_eval_split, ch
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_CACHE = Path(os.environ.get("EVOLQ_DATA", Path.home() / ".cache" / "evolq_pl"))
 MEAN, STD = 0.2860, 0.3530
-_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+# the four idx files (torchvision's ``FashionMNIST/raw`` layout) and the uint8 array each holds
+IDX_SHAPES: dict[str, tuple[int, ...]] = {
+    "train-images-idx3-ubyte": (60000, 28, 28), "train-labels-idx1-ubyte": (60000,),
+    "t10k-images-idx3-ubyte": (10000, 28, 28), "t10k-labels-idx1-ubyte": (10000,),
+}
+_KEYS = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
+         "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
+_REINSTALL = "reinstall it: apt-get install --reinstall dataset-fashion-mnist"
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """Raised when Fashion-MNIST is neither on disk nor downloadable."""
 
 
-def _stage_debian_files(cache: Path, debian_dir: Path) -> bool:
-    """Decompress Debian's ``*.gz`` files into torchvision's ``FashionMNIST/raw`` layout under ``cache``."""
-    raw = cache / "FashionMNIST" / "raw"
-    if all((raw / f).exists() for f in _FILES):
-        return True
-    if not all((debian_dir / f"{f}.gz").exists() for f in _FILES):
+class DatasetDamagedError(ValueError):
+    """Raised when a Fashion-MNIST file is damaged and cannot be rebuilt from a source."""
+
+
+def idx_header(shape: tuple[int, ...]) -> bytes:
+    """The idx header of a uint8 array: magic (0x08 = ubyte, then the rank), each dimension; big-endian."""
+    return struct.pack(f">{len(shape) + 1}I", 0x800 + len(shape), *shape)
+
+
+def idx_problem(path: Path, shape: tuple[int, ...]) -> str | None:
+    """Why ``path`` is not the uint8 idx file of ``shape`` (truncated, garbage, another file); None if it is."""
+    if not path.is_file():
+        return "missing"
+    header = idx_header(shape)
+    with open(path, "rb") as f:
+        head = f.read(len(header))
+    if head != header:
+        return f"not a uint8 idx file of shape {shape}: header {head[:16].hex() or 'empty'}"
+    size, expected = path.stat().st_size, len(header) + math.prod(shape)
+    return None if size == expected else f"{size:,} bytes, expected {expected:,}"
+
+
+def read_idx(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """The uint8 array of a checked idx file (``idx_problem`` None)."""
+    return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8, offset=len(idx_header(shape))).view(shape)
+
+
+def _discard_damaged(raw: Path) -> list[str]:
+    """Remove the cached files that are damaged, so that they are rebuilt; ``"path (why)"`` for each."""
+    damaged = []
+    for name, shape in IDX_SHAPES.items():
+        path = raw / name
+        if path.exists() and (why := idx_problem(path, shape)) is not None:
+            try:
+                path.unlink()
+            except OSError as err:
+                raise DatasetDamagedError(f"Fashion-MNIST cache file {path} is damaged ({why}) and cannot be removed "
+                                          f"to rebuild it ({err.strerror}); remove it") from None
+            damaged.append(f"{path} ({why})")
+    return damaged
+
+
+def _decompress(src: Path, dst: Path, shape: tuple[int, ...]) -> None:
+    """Debian's ``src`` (gzip) into ``dst``, checked, atomically: an interrupted or damaged copy leaves no
+    short file that would pass for the cache."""
+    with atomic_path(dst) as tmp:
+        try:
+            with gzip.open(src, "rb") as f, open(tmp, "wb") as out:
+                shutil.copyfileobj(f, out)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+            raise DatasetDamagedError(f"{src} is damaged ({err}); {_REINSTALL}") from None
+        if (why := idx_problem(tmp, shape)) is not None:
+            raise DatasetDamagedError(f"{src} is damaged (decompressed: {why}); {_REINSTALL}")
+
+
+def _stage_debian_files(raw: Path, debian_dir: Path) -> bool:
+    """Decompress Debian's ``*.gz`` files of those that ``raw`` lacks; False when Debian's package is not there."""
+    missing = [name for name in IDX_SHAPES if not (raw / name).exists()]
+    if not all((debian_dir / f"{name}.gz").exists() for name in missing):
         return False
     raw.mkdir(parents=True, exist_ok=True)
-    for f in _FILES:
-        # atomically: an interrupted copy must not leave a short file that passes the existence check above
-        with gzip.open(debian_dir / f"{f}.gz", "rb") as src, atomic_path(raw / f) as tmp, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+    for name in missing:
+        _decompress(debian_dir / f"{name}.gz", raw / name, IDX_SHAPES[name])
     return True
+
+
+def _download(cache: Path, debian_dir: Path, damaged: list[str]) -> None:
+    """torchvision's download into ``cache``; its failure names what was missing or damaged."""
+    from torchvision.datasets import FashionMNIST
+
+    raw = cache / "FashionMNIST" / "raw"
+    try:
+        FashionMNIST(str(cache), train=False, download=True)  # all four files
+    except Exception as err:  # network errors come in many types
+        failed = f"the download failed ({type(err).__name__}: {err})"
+        hint = f"Install it with `apt-get install dataset-fashion-mnist`, or copy the four idx files into {raw}."
+        if damaged:
+            raise DatasetDamagedError(f"Fashion-MNIST cache file {damaged[0]} is damaged and could not be rebuilt: "
+                                      f"Debian's package is not in {debian_dir} and {failed}. {hint}") from err
+        raise DatasetNotFoundError(f"Fashion-MNIST not found in {debian_dir} (Debian package) nor in {raw}, and "
+                                   f"{failed}. {hint}") from err
 
 
 def load_fashion_mnist(root: str | Path | None = None, debian_dir: Path = DEBIAN_DIR) -> dict[str, torch.Tensor]:
     """Load all 70,000 images as uint8 tensors: ``{"train_x": (60000, 28, 28), "train_y", "test_x", "test_y"}``.
 
-    Reads Debian's package files when present, otherwise torchvision downloads into ``root``.
+    Reads the idx files cached under ``root``, decompressed from Debian's package when present, otherwise
+    downloaded by torchvision. A damaged cached file (truncated, garbage, another file) is named in a warning
+    and rebuilt from the same sources; where that fails, ``DatasetDamagedError`` names it.
     """
-    from torchvision.datasets import FashionMNIST
-
     cache = Path(root) if root is not None else DEFAULT_CACHE
-    staged = _stage_debian_files(cache, debian_dir)
-    try:
-        train = FashionMNIST(str(cache), train=True, download=not staged)
-        test = FashionMNIST(str(cache), train=False, download=not staged)
-    except Exception as err:  # network errors come in many types
-        raise DatasetNotFoundError(
-            f"Fashion-MNIST not found in {debian_dir} (Debian package) nor in {cache / 'FashionMNIST' / 'raw'}, "
-            f"and the download failed ({type(err).__name__}: {err}). Install it with "
-            "`apt-get install dataset-fashion-mnist`, or copy the four idx files into "
-            f"{cache / 'FashionMNIST' / 'raw'}."
-        ) from err
-    return {"train_x": train.data, "train_y": train.targets, "test_x": test.data, "test_y": test.targets}
+    raw = cache / "FashionMNIST" / "raw"
+    damaged = _discard_damaged(raw)
+    for what in damaged:
+        warnings.warn(f"Fashion-MNIST cache file {what} is damaged; rebuilding it", RuntimeWarning)
+    if not _stage_debian_files(raw, debian_dir):
+        _download(cache, debian_dir, damaged)
+    for name, shape in IDX_SHAPES.items():  # a download is checked too
+        if (why := idx_problem(raw / name, shape)) is not None:
+            raise DatasetDamagedError(f"Fashion-MNIST file {raw / name} is damaged after rebuilding it ({why})")
+    data = {key: read_idx(raw / name, IDX_SHAPES[name]) for key, name in _KEYS.items()}
+    return {key: t.long() if key.endswith("_y") else t for key, t in data.items()}
 
 
 def preprocess(images: torch.Tensor, image_size: int) -> torch.Tensor:

@@ -1,5 +1,8 @@
 """The Fashion-MNIST DataModule's splits: a fixed validation split, disjoint from calibration, held-out and
-classifier-training images (checked on a small fake dataset whose pixels name the image index)."""
+classifier-training images (checked on a small fake dataset whose pixels name the image index); a damaged cache."""
+import gzip
+import re
+
 import pytest
 import torch
 
@@ -57,3 +60,54 @@ def test_sizes_out_of_range_are_refused_before_any_data_is_read(field, value, mi
     """(issue 28, defect 5: eval_size -5 evaluated 9,995 images)"""
     with pytest.raises(ValueError, match=rf"^data.init_args.{field}={value}: must be ≥ {minimum}$"):
         FashionMNISTDataModule(**{field: value})
+
+
+@pytest.fixture
+def no_download(monkeypatch):
+    class Offline:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("no network")
+
+    monkeypatch.setattr("torchvision.datasets.FashionMNIST", Offline)
+
+
+def test_damaged_cache_without_a_source_is_named_as_damaged(tmp_path, no_download):
+    """(issue 28, defect 8: a damaged cache was reported as "not found … and the download failed")"""
+    raw = tmp_path / "cache" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    bad = raw / "train-labels-idx1-ubyte"
+    bad.write_bytes(b"garbage")
+    with pytest.warns(RuntimeWarning, match=f"cache file {re.escape(str(bad))} .* is damaged; rebuilding it"), \
+            pytest.raises(fashion_mnist.DatasetDamagedError,
+                          match=rf"^Fashion-MNIST cache file {re.escape(str(bad))} \(not a uint8 idx file of shape "
+                                r"\(60000,\): header 67617262616765\) is damaged and could not be rebuilt: Debian's "
+                                r"package is not in .*nowhere and the download failed \(RuntimeError: no network\)"):
+        fashion_mnist.load_fashion_mnist(tmp_path / "cache", debian_dir=tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("content, why", [(b"garbage", "Not a gzipped file"),
+                                          (gzip.compress(bytes(range(256)) * 64)[:200], "Compressed file ended"),
+                                          (gzip.compress(b"hello"), "decompressed: not a uint8 idx file")],
+                         ids=["not-gzip", "truncated", "not-idx"])
+def test_damaged_debian_file_is_named_and_leaves_no_partial_copy(tmp_path, content, why):
+    debian = tmp_path / "debian"
+    debian.mkdir()
+    for name in fashion_mnist.IDX_SHAPES:
+        (debian / f"{name}.gz").write_bytes(content)
+    first = debian / "train-images-idx3-ubyte.gz"
+    with pytest.raises(fashion_mnist.DatasetDamagedError, match=rf"^{re.escape(str(first))} is damaged \({why}.*"
+                                                                r"apt-get install --reinstall dataset-fashion-mnist$"):
+        fashion_mnist.load_fashion_mnist(tmp_path / "cache", debian_dir=debian)
+    assert list((tmp_path / "cache" / "FashionMNIST" / "raw").iterdir()) == []
+
+
+def test_damaged_cache_is_rebuilt_from_debian(tmp_path, fashion_mnist_available):
+    if not fashion_mnist_available:
+        pytest.skip("dataset-fashion-mnist not installed (.ci/run installs it)")
+    first = fashion_mnist.load_fashion_mnist(tmp_path)  # decompressed from Debian's package into the cache
+    raw = tmp_path / "FashionMNIST" / "raw"
+    truncated = raw / "t10k-labels-idx1-ubyte"
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    with pytest.warns(RuntimeWarning, match=rf"{re.escape(str(truncated))} \(100 bytes, expected 10,008\) is damaged"):
+        again = fashion_mnist.load_fashion_mnist(tmp_path)
+    assert all(torch.equal(first[k], again[k]) for k in first) and truncated.stat().st_size == 10_008
