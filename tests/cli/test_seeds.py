@@ -136,29 +136,25 @@ def wait_for(path, timeout=30.0):
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
 def test_a_signal_is_passed_on_to_the_running_fit_and_waited_for(tmp_path, sig):
     import signal
-
-    from evolq_pl.cli.seeds import SeedsError, seed_lock
     signum, out = getattr(signal, sig), tmp_path / "seeds"
-    seeds = subprocess.Popen([sys.executable, "-c", SEEDS_WITH_FAKE_FIT, FAKE_FIT, "--config",
-                              str(tiny_config(tmp_path)), "--seeds", "0", "1", "--out", str(out)],
-                             cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    argv = [sys.executable, "-c", SEEDS_WITH_FAKE_FIT, FAKE_FIT, "--config", str(tiny_config(tmp_path)), "--seeds",
+            "0", "1", "--out", str(out)]
+    seeds = subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         fit_pid = wait_for(out / "seed0" / "ready").read_text()
         # the folder is locked while its fit runs: a second seeds command is refused, naming the folder and pid
-        with pytest.raises(SeedsError, match=f"^{out / 'seed0'} is in use by process {fit_pid} "):
-            with seed_lock(out / "seed0"):
-                pass
+        second = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=20)
         seeds.send_signal(signum)
         _, err = seeds.communicate(timeout=60)
     finally:
         seeds.kill()
+    assert second.returncode == 2 and second.stderr.startswith(
+        f"error: {out / 'seed0'} is in use by process {fit_pid} (a fit of another seeds command)"), second.stderr
     assert seeds.returncode == 128 + signum, err
     assert (out / "seed0" / "got").read_text() == str(signum) and (out / "seed0" / "exited").exists()  # waited
     assert not (out / "seed1" / "ready").exists()  # no further seed started
     assert err.splitlines() == [f"error: seeds stopped by {sig} (passed on to the fit of seed(s) [0], which have "
                                 "exited); rerun the same command to resume"]
-    with seed_lock(out / "seed0"):  # free again
-        pass
 
 
 def test_the_fit_keeps_its_folder_locked_and_a_dead_holder_does_not_block(tmp_path):
