@@ -11,9 +11,13 @@ from typing import Any, Callable, Iterable
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.core.saving import pl_load
+from lightning.pytorch.utilities import rank_zero_warn
 
+from evolq_pl.lightning.results import ensure_writable_dir
 from evolq_pl.models.factory import CheckpointError
+
 
 class CheckpointMismatchError(ValueError):
     pass
@@ -124,12 +128,35 @@ def fill_float_weights(checkpoint: dict[str, Any], weights: dict[str, torch.Tens
 class SearchCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint with a search's defaults: after every search step, one file (``last.ckpt``,
     replaced each step, never ``last-v1.ckpt``: it always names this run's newest step). Its writes are
-    charged to the module's ``checkpoints`` phase. Any ModelCheckpoint argument may be given."""
+    charged to the module's ``checkpoints`` phase. Any ModelCheckpoint argument may be given.
+
+    Its folder is checked writable at setup, before calibration. A write that fails later (a full disk, a
+    folder made read-only) does not end the search: it is warned once with the path and retried at the next
+    step; ``failed`` holds the last failure (None once a write succeeds again), which results.json lists under
+    ``missing`` (``checkpoint_failure``)."""
 
     def __init__(self, every_n_train_steps: int = 1, save_last: bool = True, save_top_k: int = 0,
                  enable_version_counter: bool = False, **kwargs: Any) -> None:
         super().__init__(every_n_train_steps=every_n_train_steps, save_last=save_last, save_top_k=save_top_k,
                          enable_version_counter=enable_version_counter, **kwargs)
+        self.failed: str | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and self.dirpath is not None and _is_local_file_protocol(self.dirpath):
+            ensure_writable_dir(Path(self.dirpath), "SearchCheckpoint dirpath")
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        try:
+            super()._save_checkpoint(trainer, filepath)
+        except OSError as err:
+            trainer.strategy.barrier("Trainer.save_checkpoint")  # the one the failed write skipped: other ranks wait
+            if self.failed is None:
+                rank_zero_warn(f"cannot write checkpoint {filepath}: {err.strerror or err}; the search goes on "
+                               "and retries at the next step")
+            self.failed = f"cannot write checkpoint {filepath}: {err.strerror or err}"
+        else:
+            self.failed = None
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         with _charged(pl_module):
@@ -142,6 +169,11 @@ class SearchCheckpoint(ModelCheckpoint):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         with _charged(pl_module):
             super().on_exception(trainer, pl_module, exception)
+
+
+def checkpoint_failure(trainer: L.Trainer) -> str | None:
+    """The last failed write of a SearchCheckpoint of ``trainer`` that no later write made good, if any."""
+    return next((cb.failed for cb in trainer.checkpoint_callbacks if getattr(cb, "failed", None)), None)
 
 
 def _charged(pl_module: L.LightningModule) -> AbstractContextManager:

@@ -17,16 +17,24 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from evolq_pl.lightning.base_data import EvolQDataModule
 from evolq_pl.lightning.calibration import CalibrationData
-from evolq_pl.lightning.checkpoint import check_same, checked_state, drop_float_weights, fill_float_weights, \
-    search_identity, weights_sha256
+from evolq_pl.lightning.checkpoint import check_same, checked_state, checkpoint_failure, drop_float_weights, \
+    fill_float_weights, search_identity, weights_sha256
 from evolq_pl.lightning.metrics import evaluate, topk_metrics
-from evolq_pl.lightning.results import CandidateRecorder, ensure_writable_dir, final_results, write_results
+from evolq_pl.lightning.results import CandidateRecorder, IncompleteResultsError, ensure_writable_dir, final_results, \
+    write_results
 from evolq_pl.lightning.selection import build_selector
 from evolq_pl.models import create_quant_model, float_source, search_units
 from evolq_pl.quant import QuantConfig, calibrate, is_calibrated, snapshot_scales
 from evolq_pl.quant.modes import first_nonfinite
 from evolq_pl.report import PhaseTimes
 from evolq_pl.search import FitnessEvaluator, SearchConfig, SearchDriver
+
+
+def logger_dirs(trainer: L.Trainer) -> dict[str, Path]:
+    """The folders Lightning's loggers write into, by the setting that names them (a config's
+    ``default_root_dir`` is usually theirs too; checkpoint and results folders are checked where they are used)."""
+    return {f"trainer.logger ({type(lg).__name__}) save_dir": Path(lg.save_dir)
+            for lg in trainer.loggers if getattr(lg, "save_dir", None)}
 
 
 class EvolQModule(L.LightningModule):
@@ -120,6 +128,11 @@ class EvolQModule(L.LightningModule):
         return Path(self.output_dir or self.trainer.log_dir or self.trainer.default_root_dir)
 
     # ----------------------------------------------------------------------------------------- search
+    def prepare_data(self) -> None:
+        # before Lightning makes its loggers' folders (a read-only one was a traceback from inside Lightning)
+        for field, path in logger_dirs(self.trainer).items():
+            ensure_writable_dir(path, field)
+
     def setup(self, stage: str) -> None:
         if stage == "fit":  # before the loaders: the train loader yields the search schedule
             self.datamodule().search_steps = self.driver.steps
@@ -210,12 +223,17 @@ class EvolQModule(L.LightningModule):
         """End of the search: the selector's pick goes in, then results.json (once)."""
         self._finished = True
         self.selector.finalize(self.model)
+        failure = checkpoint_failure(self.trainer)
+        if failure is not None and not self.evaluate_at_end:
+            raise IncompleteResultsError(f"the search finished, but {failure}")
         if self.evaluate_at_end:
             run = lambda: evaluate(self.model, self.eval_loader(), self.num_classes, self.device)  # noqa: E731
             with self.phases("evaluation"):
                 results = final_results(self.run_settings(), self.driver, self.model, run, self.init_scales,
                                         self.recorder, self.matmul_precision, self.note, self.device)
             results["phase_seconds"] = dict(self.phases.seconds)
+            if failure is not None:  # the results are written all the same, then the run ends in one line
+                results.setdefault("missing", {})["checkpoint"] = failure
             if self.trainer.is_global_zero:
                 q, s = self.quant_cfg, self.search_cfg
                 write_results(self.results_dir(), results, self.driver.history,

@@ -111,8 +111,14 @@ def measure_into(results: dict[str, Any], measures: Iterable[tuple[str, Measure]
     return results
 
 
+class IncompleteResultsError(RuntimeError):
+    """The search finished and what was measured is written, but a part is missing (a measurement, the last
+    checkpoint): one line naming what, after the results."""
+
+
 def write_results(out: Path, results: dict[str, Any], history: Sequence[dict[str, Any]], title: str) -> None:
-    """results.json, history.json, progress.png and the table; raises after writing if a measurement failed."""
+    """results.json, history.json, progress.png and the table; then ``IncompleteResultsError`` if a part is missing
+    (``results["missing"]``: a failed measurement, an unwritten checkpoint)."""
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "results.json", strict_json(results, indent=2))
     write_text_atomic(out / "history.json", strict_json(list(history), indent=1))
@@ -121,8 +127,8 @@ def write_results(out: Path, results: dict[str, Any], history: Sequence[dict[str
     print(format_results(results))
     print(f"results written to {out / 'results.json'}")
     if "missing" in results:
-        raise RuntimeError(f"the search finished and its results are in {out / 'results.json'}, but these "
-                           f"measurements failed: {results['missing']}")
+        raise IncompleteResultsError(f"the search finished and its results are in {out / 'results.json'}, but "
+                                     f"these parts failed: {results['missing']}")
 
 
 def format_results(r: dict[str, Any]) -> str:

@@ -142,3 +142,40 @@ def test_resume_on_other_calibration_images_refused(tmp_path):
                                                       r"\(sha256: checkpoint='\w+', config='\w+'\)$"):
         trainer(tmp_path / "c", enable_checkpointing=False).fit(resumed, datamodule=OtherImages(),
                                                               ckpt_path=str(tmp_path / "ck" / "last.ckpt"))
+
+
+def test_unwritable_checkpoint_folder_refused_before_calibration(tmp_path):
+    """(issue 28, defect 6: a read-only checkpoint folder was a traceback at the first save, after calibration)"""
+    from evolq_pl.quant import is_calibrated
+    m = module(float_file(tmp_path), passes=1, evaluate_at_end=False)
+    with pytest.raises(ValueError, match=r"^SearchCheckpoint dirpath='/proc/evolq/ck': not a writable folder"):
+        trainer(tmp_path, callbacks=[SearchCheckpoint(dirpath="/proc/evolq/ck")]).fit(m, datamodule=RandomImages())
+    assert not is_calibrated(m.model)
+
+
+def test_a_checkpoint_write_failing_mid_search_keeps_the_search_and_its_results(tmp_path):
+    """(issue 28, defect 6: an OSError at a checkpoint write was a traceback and the search was lost)"""
+    import errno
+
+    from evolq_pl.lightning.results import IncompleteResultsError
+
+    m = module(float_file(tmp_path), output_dir=str(tmp_path / "out"))
+    t = trainer(tmp_path, callbacks=[SearchCheckpoint(dirpath=tmp_path / "ck")])
+    real, writes = t.strategy.save_checkpoint, []
+
+    def disk_full_after_the_first(checkpoint, filepath, **kw):
+        writes.append(filepath)
+        if len(writes) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(filepath))
+        real(checkpoint, filepath, **kw)
+
+    t.strategy.save_checkpoint = disk_full_after_the_first
+    with pytest.warns(UserWarning, match="cannot write checkpoint .*last.ckpt: No space left on device; the search "
+                                         "goes on") as warned, \
+            pytest.raises(IncompleteResultsError, match=r"these parts failed: \{'checkpoint': 'cannot write checkpoint "):
+        t.fit(m, datamodule=RandomImages())
+    assert sum("cannot write checkpoint" in str(w.message) for w in warned) == 1  # once, not at every step
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["evaluations"] == 2 * 3 * len(m.units) and "top1_evolq" in results  # the whole search
+    assert results["missing"] == {"checkpoint": f"cannot write checkpoint {writes[-1]}: No space left on device"}
+    assert load(tmp_path / "ck" / "last.ckpt")["evolq"]["driver"]["position"] == 1  # the last good one stays

@@ -142,7 +142,8 @@ def test_nonfinite_values_name_the_first_module(tmp_path):
 
 
 def test_results_json_is_strict_and_survives_a_failed_evaluation(tmp_path):
-    from evolq_pl.lightning.results import strict_json
+    from evolq_pl.cli import user_error
+    from evolq_pl.lightning.results import IncompleteResultsError, strict_json
 
     assert strict_json({"a": float("nan"), "b": [float("inf"), 1.0]}) == '{"a": null, "b": [null, 1.0]}'
 
@@ -156,8 +157,9 @@ def test_results_json_is_strict_and_survives_a_failed_evaluation(tmp_path):
             return super().eval_dataloader()
 
     m = make_module(passes=1, output_dir=str(tmp_path / "out"))
-    with pytest.raises(RuntimeError, match="but these measurements failed"):
+    with pytest.raises(IncompleteResultsError, match="but these parts failed") as raised:
         trainer(tmp_path).fit(m, datamodule=BrokenEval())
+    assert user_error(raised.value) is raised.value  # the command line prints it in one line (issue 28, defect 6)
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["evaluations"] == 3 * len(m.units) and "top1_evolq" in results
     assert set(results["missing"]) == {"float", "init"} and "disk vanished" in results["missing"]["float"]
@@ -177,3 +179,13 @@ def test_a_restored_module_is_never_recalibrated():
     m.init_scales = {}  # as after restoring a checkpoint, whose model here lacks its calibration
     with pytest.raises(RuntimeError, match="refusing to recalibrate over its searched scales"):
         m.ensure_calibrated(RandomImages().calibration_data())
+
+
+def test_an_unwritable_logger_folder_is_named_before_lightning_creates_it(tmp_path):
+    """(issue 28, defect 6: a read-only default_root_dir, the config's logger folder, was a traceback from inside
+    Lightning)"""
+    from lightning.pytorch.loggers import CSVLogger
+    t = L.Trainer(accelerator="cpu", devices=1, max_epochs=1, enable_progress_bar=False, enable_checkpointing=False,
+                  logger=CSVLogger(save_dir="/proc/evolq"))
+    with pytest.raises(ValueError, match=r"^trainer.logger \(CSVLogger\) save_dir='/proc/evolq': not a writable folder"):
+        t.fit(make_module(passes=1, output_dir=str(tmp_path)), datamodule=RandomImages())
