@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from evolq_pl.cli.argv import UsageError
 from evolq_pl.cli.configs import resolve_config_args
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -104,10 +105,15 @@ def dispatch(argv: list[str]) -> int:
         return 0
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from argparse import ArgumentError
+
+    from evolq_pl.cli.parse_errors import ArgumentsError, condense
     from evolq_pl.cli.trainer_cli import EvolQCLI, quiet_expected_warnings
     quiet_expected_warnings()
     try:
         EvolQCLI(args=argv)
+    except ArgumentError as err:  # jsonargparse's report of a bad argument, in one line
+        raise ArgumentsError(condense(str(err))) from None
     except SIGTERMException:  # Lightning's is a SystemExit with status 0: the run did not finish, say so
         resume = " (resume: the same command with --ckpt_path <its last.ckpt>)" if name == "fit" else ""
         print(f"error: {name} stopped by SIGTERM before it finished{resume}", file=sys.stderr)
@@ -125,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         found = None if show_traceback else user_error(err)
         if found is None:
             raise
-        print(f"error: {one_line(found)}\n(full traceback: EVOLQ_TRACEBACK=1)", file=sys.stderr)
+        hint = "" if isinstance(found, UsageError) else "\n(full traceback: EVOLQ_TRACEBACK=1)"
+        print(f"error: {one_line(found)}{hint}", file=sys.stderr)
         status = 2
     sys.exit(status)

@@ -5,6 +5,10 @@ import argparse
 import sys
 
 
+class UsageError(ValueError):
+    """A bad command line (unknown option or config, a value of the wrong type): one line, no traceback hint."""
+
+
 def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
     """``[own args] -- [args passed on to cli.py fit]`` → (own, passed on)."""
     if "--" not in argv:

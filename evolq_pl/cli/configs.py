@@ -14,10 +14,12 @@ import argparse
 import difflib
 from pathlib import Path
 
+from evolq_pl.cli.argv import UsageError
+
 _PACKAGE = Path(__file__).resolve().parents[1]  # evolq_pl/
 
 
-class ConfigNotFound(ValueError):
+class ConfigNotFound(UsageError):
     pass
 
 

@@ -131,6 +131,12 @@ class EvolQCLI(LightningCLI):
                                         "checkpoint: the config wins and a checkpoint of other settings is refused."}})
         super().__init__(L.LightningModule, L.LightningDataModule, *args, **kwargs)
 
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # a bad argument raises (evolq_pl.cli folds jsonargparse's report to one line) instead of printing the
+        # usage; an abbreviated option (--trainer.max_epoch) is refused, not silently expanded
+        kwargs.update(exit_on_error=False, allow_abbrev=False)
+        return super().init_parser(**kwargs)
+
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         return {"fit": {"model", "train_dataloaders", "val_dataloaders", "datamodule"},

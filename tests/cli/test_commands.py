@@ -63,6 +63,25 @@ def test_bad_value_gives_one_line(tmp_path, args, message):
     assert not (tmp_path / "out" / "results.json").exists()
 
 
+@pytest.mark.parametrize("args, line", [
+    (["--model.init_args.serch.passes", "2"],
+     "model.init_args.serch.passes: not an option of EvolQModule; did you mean model.init_args.search.passes?"),
+    (["--model.init_args.search", "{pases: 2}"],
+     "model.init_args.search.pases: not an option of SearchConfig; did you mean model.init_args.search.passes?"),
+    (["--data.init_args.calib_siz", "3"],
+     "data.init_args.calib_siz: not an option of FashionMNISTDataModule; did you mean data.init_args.calib_size?"),
+    (["--model.init_args.search.passes", "abc"], "model.init_args.search.passes='abc': expected int"),
+    (["--trainer.max_epochs", "x"], "trainer.max_epochs='x': expected int"),
+    (["--trainer.max_epoch", "2"], "unrecognized arguments: --trainer.max_epoch 2"),  # not expanded silently
+    (["--config", "fmnist/dei"], "--config='fmnist/dei' is neither a file nor a shipped config; did you mean "
+                                 "fmnist/deit, fmnist/levit? list them with: evolq-pl configs"),
+])
+def test_parse_error_is_one_line(capsys, args, line):
+    """(issue 27, 3: a typo printed ~60 lines of usage and nested Union alternatives)"""
+    code, out, err = run_main(capsys, "fit", "--config", "fmnist/deit", *args)
+    assert (code, out, err.splitlines()) == (2, "", [f"error: {line}"])
+
+
 def test_missing_image_folder_gives_one_line():
     out = cli("fit", "--config", "configs/imagenet/base.yaml", "--config", "configs/imagenet/deit_tiny_w4a8.yaml",
               "--model.init_args.pretrained", "false", "--data.init_args.root", "/nonexistent")
