@@ -40,6 +40,10 @@ class CheckpointError(RuntimeError):
     pass
 
 
+class ModelKwargsError(ValueError):
+    """timm cannot build the model with the given size overrides (``model_kwargs``)."""
+
+
 def check_model_name(name: str) -> str:
     """Return ``name`` if supported (a tag suffix such as ``.fb_in1k`` is allowed), else raise listing the choices."""
     if name.split(".")[0] not in PRETRAINED_TAGS:
@@ -55,9 +59,28 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def load_checkpoint_file(model: nn.Module, path: str | Path, sha256: str | None = None) -> nn.Module:
+def _listed(names: list[str], limit: int = 3) -> str:
+    return ", ".join(names[:limit]) + (", …" if len(names) > limit else "")
+
+
+def state_mismatch(model: nn.Module, state: dict[str, Any]) -> str | None:
+    """How ``state``'s names and shapes differ from ``model``'s state dict, in one line (a few names of each kind
+    and the counts); None when they agree."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
+    parts = [f"{len(v)} {what} ({_listed(v)})" for what, v in (
+        ("missing", missing), ("unexpected", unexpected), ("of another shape, checkpoint vs model", shapes)) if v]
+    return "; ".join(parts) or None
+
+
+def load_checkpoint_file(model: nn.Module, path: str | Path, sha256: str | None = None,
+                         model_kwargs: dict[str, Any] | None = None) -> nn.Module:
     """Load a float state dict (plain, or under ``model``/``state_dict`` keys, Lightning prefixes stripped) from
-    a file, or a shipped reference model's (``reference:<name>``)."""
+    a file, or a shipped reference model's (``reference:<name>``). A mismatch is one line naming a few tensors
+    of each kind and the ``model_kwargs`` the model was built with (when given)."""
     path = weights_file(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint_path={str(path)!r} does not exist")
@@ -71,10 +94,13 @@ def load_checkpoint_file(model: nn.Module, path: str | Path, sha256: str | None 
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
     state = {k.removeprefix("model."): v for k, v in state.items()}
+    built = "" if model_kwargs is None else f" built with model_kwargs={model_kwargs}"
+    if (diff := state_mismatch(model, state)) is not None:  # torch's message lists every tensor: 100+ lines
+        raise CheckpointError(f"checkpoint {path} does not match the model{built}: {diff}")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {path} does not match the model: {err}") from err
+        raise CheckpointError(f"checkpoint {path} does not match the model{built}: {err}") from err
     return model
 
 
@@ -100,20 +126,23 @@ def create_float_model(name: str, pretrained: bool = False, checkpoint_path: str
         checkpoint_path: a local float checkpoint instead of hub weights, or ``reference:<name>`` for a
             shipped reference model.
         checkpoint_sha256: expected sha256 of ``checkpoint_path`` (refused on mismatch).
-        **timm_kwargs: size overrides, e.g. ``img_size=28, in_chans=1, num_classes=10, depth=6``.
+        **timm_kwargs: size overrides, e.g. ``img_size=28, in_chans=1, num_classes=10, depth=6``; ones timm
+            cannot build raise ``ModelKwargsError`` naming them and timm's reason in one line.
     """
     check_model_name(name)
     tag = name if "." in name else PRETRAINED_TAGS[name]
     pretrained = pretrained and not checkpoint_path  # the local file replaces the hub download
     try:
         model = timm.create_model(tag, pretrained=pretrained, **timm_kwargs)
-    except Exception as err:
+    except Exception as err:  # timm's checks are asserts, divisions by zero, TypeErrors …
         if not pretrained:
-            raise
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ModelKwargsError(f"model_kwargs={timm_kwargs}: timm cannot build {tag} with them "
+                                   f"({type(err).__name__}: {first})") from err
         raise CheckpointError(
             f"could not load pretrained weights {tag!r} ({type(err).__name__}: {err}). Offline? Put the weights "
             f"in the Hugging Face hub cache, or download them elsewhere and pass checkpoint_path=<file>."
         ) from err
     if checkpoint_path:
-        load_checkpoint_file(model, checkpoint_path, checkpoint_sha256)
+        load_checkpoint_file(model, checkpoint_path, checkpoint_sha256, timm_kwargs)
     return model.eval()
