@@ -1,7 +1,7 @@
 """``evolq-pl export``: write a calibrated or searched model as safetensors (real low-bit weights) or ONNX (QDQ).
 
     evolq-pl export --config configs/fmnist/deit.yaml --ckpt_path runs/.../last.ckpt \\
-        --format safetensors --output deit_w4.safetensors [--overwrite] [-- config overrides]
+        --format safetensors --output deit_w4.safetensors [--overwrite] [--model.init_args.X value …]
 
 With ``--ckpt_path`` the searched scales are exported (the checkpoint must match the config; the config wins
 and a mismatch is refused). Without it the model is calibrated (the FQ-ViT initialisation) and exported.
@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ckpt_path", help="a searched checkpoint (last.ckpt of a fit run)")
     p.add_argument("--format", choices=FORMATS, required=True)
     p.add_argument("--output", required=True, type=Path)
-    p.add_argument("--overwrite", action="store_true")
-    a = p.parse_args(argv)
+    p.add_flag("--overwrite", help="replace an existing --output")
+    a, extra = p.parse_command(argv, extra)
     check_output(a.output, a.overwrite, field="--output")  # before any work
     try:
         if a.format == "onnx":

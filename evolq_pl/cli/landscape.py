@@ -1,7 +1,7 @@
 """``evolq-pl landscape``: sweep one unit's scales along seeded random directions.
 
     evolq-pl landscape --config configs/fmnist/deit.yaml --unit 5 --radius 0.05 --steps 21 --dims 1 \
-        --out runs/landscape/deit_w4 [--mode absolute] [--ckpt_path C] [-- --model.init_args.quant.w_bits 3]
+        --out runs/landscape/deit_w4 [--mode absolute] [--ckpt_path C] [--model.init_args.quant.w_bits 3]
 
 ``--mode relative`` (default) moves the scales s0·(1 + a·d), ``absolute`` moves them s0 + a·d (the paper's
 mutation s + U(−r, r) is absolute: 1e-3 at ≤ 4 bits, 1e-4 at 8).
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mode", default="relative", help="relative (s0·(1 + a·d)) or absolute (s0 + a·d)")
     p.add_argument("--eval_size", type=int, default=2000)
     p.add_argument("--out", required=True)
-    a = p.parse_args(argv)
+    a, extra = p.parse_command(argv, extra)
     spec = SweepSpec(a.unit, a.radius, a.steps, a.dims, a.seed, a.mode)
     result = run(a.config, spec, Path(a.out), a.ckpt_path, a.eval_size, extra)
     for metric, r in result["roughness"].items():

@@ -1,7 +1,7 @@
 """Run one config for several seeds (one process per GPU, or one after another on CPU) and summarise.
 
     evolq-pl seeds --config configs/imagenet/base.yaml --config configs/imagenet/deit_small_w4a8.yaml \\
-        --seeds 0 1 2 --gpus 0 1 2 --out runs/seeds/deit_small_w4a8 [-- extra fit arguments]
+        --seeds 0 1 2 --gpus 0 1 2 --out runs/seeds/deit_small_w4a8 [--model.init_args.X value …: fit's options, passed on]
 
 Each seed runs ``evolq-pl fit`` with the search seed and the calibration-subset seed set to it, and keeps
 everything (logs, checkpoints, results.json) in ``<out>/seed<k>/``; then ``summary.md`` and ``summary.csv``
@@ -10,8 +10,8 @@ calibrated init: the mean top-1 difference over seeds with its 95 % t interval, 
 per-image correctness pooled over seeds (a gain is claimed only where the interval lies above zero).
 
 Rerunning into the same ``--out`` skips finished seeds of the same settings, resumes an interrupted seed from
-its last.ckpt, and refuses a folder that holds a run with other settings. ``--print-commands`` prints one
-command per seed (for a cluster scheduler) and runs nothing; ``--summary-only`` aggregates afterwards.
+its last.ckpt, and refuses a folder that holds a run with other settings. ``--print_commands`` prints one
+command per seed (for a cluster scheduler) and runs nothing; ``--summary_only`` aggregates afterwards.
 
 A seed folder is locked (``seed<k>/.lock``, holding the pid) while a seeds command runs in it; its ``fit``
 holds the lock too, so a second seeds command on the same folder is refused even after the first one was
@@ -285,11 +285,11 @@ def load_runs(out: Path, seeds: list[int]) -> dict[int, dict[str, Any]]:
     missing = [s for s in seeds if not (seed_dir(out, s) / "results.json").exists()]
     if missing:
         raise SeedsError(f"no results.json for seed(s) {missing} under --out={str(out)!r}; run them first "
-                         "(without --summary-only) or leave them out of --seeds")
+                         "(without --summary_only) or leave them out of --seeds")
     runs = {s: read_results(seed_dir(out, s) / "results.json") for s in seeds}
     partial = {s: r["missing"] for s, r in runs.items() if "missing" in r}
     if partial:
-        raise SeedsError(f"seed(s) {sorted(partial)} lack measurements {partial}; rerun them (without --summary-only)")
+        raise SeedsError(f"seed(s) {sorted(partial)} lack measurements {partial}; rerun them (without --summary_only)")
     reference = comparable(runs[seeds[0]].get("settings", {}))
     for s, r in runs.items():
         if comparable(r.get("settings", {})) != reference:
@@ -342,10 +342,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--gpus", nargs="*", default=[], help="device ids; one process per device")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--summary-only", action="store_true", help="aggregate finished seeds, run nothing")
-    parser.add_argument("--print-commands", action="store_true",
-                        help="print one fit command per seed still to run (for a scheduler), run nothing")
-    args = parser.parse_args(argv)
+    parser.add_flag("--summary_only", "--summary-only", help="aggregate finished seeds, run nothing")
+    parser.add_flag("--print_commands", "--print-commands",
+                    help="print one fit command per seed still to run (for a scheduler), run nothing")
+    args, extra = parser.parse_command(argv, extra)
     out: Path = args.out.resolve()  # printed commands work from any folder
     configs = [str(Path(c).resolve()) for c in args.config]
     if not args.summary_only:

@@ -176,3 +176,24 @@ def test_sigterm_during_fit_exits_non_zero(tmp_path, fashion_mnist_available):
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 128 + 15 and "stopped by SIGTERM before it finished" in out
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_extra_commands_take_fits_options_directly(capsys):
+    """(issue 27, 4: export/landscape/seeds needed ``--`` before --model.*; flags had two spellings)"""
+    from evolq_pl.cli.argv import UsageError, command_parser
+    parser, own, passed = command_parser("export", None, ["--config", "c.yaml", "--model.init_args.quant.w_bits",
+                                                          "3", "--overwrite", "--", "--data.init_args.seed=2"])
+    parser.add_flag("--overwrite", help="")
+    parser.add_flag("--summary_only", "--summary-only", help="")
+    args, passed = parser.parse_command(own, passed)
+    assert (args.config, args.overwrite, args.summary_only) == (["c.yaml"], True, False)
+    assert passed == ["--model.init_args.quant.w_bits", "3", "--data.init_args.seed=2"]
+    args, _ = parser.parse_command(["--config", "c", "--overwrite", "false", "--summary-only", "true"], [])
+    assert (args.overwrite, args.summary_only) == (False, True)
+    with pytest.raises(UsageError, match=r"^evolq-pl export: unrecognized arguments: --ovewrite \(accepted: "
+                                         r"--config, --overwrite, --summary_only, and fit's"):
+        parser.parse_command(["--config", "c", "--ovewrite"], [])
+    with pytest.raises(UsageError, match=r"^evolq-pl export: the following arguments are required: --config$"):
+        parser.parse_command([], [])
+    code, _, err = run_main(capsys, "seeds", "--config", "demo", "--out", "x", "--seeds", "zero")
+    assert code == 2 and err.splitlines() == ["error: evolq-pl seeds: argument --seeds: invalid int value: 'zero'"]
