@@ -186,7 +186,7 @@ class EvolQModule(L.LightningModule):
         if self.init_scales is None:  # a fresh run (a resumed one restores these)
             self.init_scales = snapshot_scales(self.model)
         with self.phases("search"):
-            fitness = self.driver.start()
+            fitness = self.driver.start(self._steps_left())
         if not math.isfinite(fitness):
             where = first_nonfinite(self.model, self.driver.evaluator.batches[0])
             raise ValueError(f"calibrated init: fitness {fitness} is not finite; the first non-finite "
@@ -195,6 +195,14 @@ class EvolQModule(L.LightningModule):
             rank_zero_info(f"compile_backend=auto: {decision['choice']} ({decision['reason']})")
         rank_zero_info(f"calibrated init: fitness {fitness:.6f} ({self.search_cfg.loss}), {len(self.units)} units "
                        f"× {self.search_cfg.passes} passes × {self.search_cfg.cycles} cycles")
+
+    def _steps_left(self) -> int | None:
+        """Search steps the trainer will run at most (``max_steps``, ``fast_dev_run``, an integer
+        ``limit_train_batches``); None where only the schedule limits them."""
+        limits = [self.trainer.max_steps - self.trainer.global_step] if self.trainer.max_steps >= 0 else []
+        if isinstance(self.trainer.limit_train_batches, int):
+            limits.append(self.trainer.limit_train_batches)
+        return min(limits) if limits else None
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         # ``batch`` = (step, pass, unit) from the schedule loader; the driver's position (restored from the

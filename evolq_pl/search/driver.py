@@ -41,13 +41,18 @@ class SearchDriver:
         self.fitness: float | None = None
         self.history: list[dict[str, Any]] = []
 
-    def start(self) -> float:
-        """Fitness of the starting scales (evaluated once; a restored driver keeps its own)."""
+    def start(self, max_steps: int | None = None) -> float:
+        """Fitness of the starting scales (evaluated once; a restored driver keeps its own). ``max_steps``: the
+        steps this run will take at most (a trainer's ``max_steps``/``fast_dev_run``), so that ``auto`` plans
+        for the evaluations that will run, not for the whole schedule."""
         if self.evaluator is None:
             raise RuntimeError("SearchDriver.evaluator is not set")
         if self.fitness_init is None:
             self.fitness_init = self.fitness = self.evaluator()
-        self.evaluator.plan(self.remaining_evaluations, self.config.max_seconds)
+        evaluations = self.remaining_evaluations
+        if max_steps is not None:
+            evaluations = min(evaluations, max(max_steps, 0) * self.config.cycles)
+        self.evaluator.plan(evaluations, self.config.max_seconds)
         return self.fitness_init
 
     @property

@@ -163,6 +163,25 @@ def test_driver_plans_the_evaluations_left():
     assert driver.evaluator.compile_backend is None  # planned at start(): a tiny search stays eager
 
 
+def test_auto_plans_for_the_steps_a_trainer_will_run():
+    """(issue 27, 6: ``auto`` compiled for 21 s under ``fast_dev_run`` to run 3 evaluations)"""
+    from types import SimpleNamespace
+
+    from evolq_pl.lightning import EvolQModule
+    model, batches = tiny_model("deit")
+    units = search_units(model)
+    driver = SearchDriver(units, SearchConfig(passes=50, cycles=3), FitnessEvaluator(model, batches))
+    driver.evaluator.clock = FakeClock(driver.evaluator, 1.0, 0.5)  # the whole schedule would try a compile
+    driver.start(max_steps=1)
+    assert driver.evaluator.compile_decision["evaluations"] == 3 and driver.evaluator.compile_backend is None
+    # what Lightning sets under fast_dev_run=True (max_steps=1, limit_train_batches=1), max_steps on a resumed
+    # run (counted from its global step), and no limit (max_steps=-1, limit_train_batches=1.0)
+    trainer = lambda **kw: SimpleNamespace(trainer=SimpleNamespace(**kw))  # noqa: E731
+    assert EvolQModule._steps_left(trainer(max_steps=1, global_step=0, limit_train_batches=1)) == 1
+    assert EvolQModule._steps_left(trainer(max_steps=10, global_step=4, limit_train_batches=1.0)) == 6
+    assert EvolQModule._steps_left(trainer(max_steps=-1, global_step=0, limit_train_batches=1.0)) is None
+
+
 def test_unknown_backend_is_refused_early():
     with pytest.raises(ValueError, match="search.compile_backend='no_such_backend': unknown; accepted: auto, null"):
         SearchConfig(compile_backend="no_such_backend")
