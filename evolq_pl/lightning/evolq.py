@@ -217,7 +217,8 @@ class EvolQModule(L.LightningModule):
         # the bar shows 3 significant digits: the fitness moves in its 4th-6th, its gain over the init in its 1st
         gain = self.driver.fitness_init - record["fitness"]
         self.log_dict({"search/gain": gain, "search/pass": float(record["pass"]), "search/unit": float(record["unit"]),
-                       "search/evaluations": float(record["evaluations"])}, prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
+                       "search/evaluations": float(record["evaluations"])},
+                      prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
         self.optimizers().step()  # no-op; advances global_step
         return None
 
