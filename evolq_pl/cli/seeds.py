@@ -42,7 +42,9 @@ from evolq_pl.report.stats import compare_runs, describe, verdict
 # arguments the seeds command sets for every seed itself
 SEED_OWNED = ("--run_dir", "--ckpt_path", "--model.init_args.search.seed", "--data.init_args.seed", "--seed_everything")
 METRICS = ("top1_float", "top1_init", "top1_evolq", "top5_float", "top5_init", "top5_evolq", "fitness_init",
-           "fitness_final", "evaluations", "search_seconds")
+           "fitness_final", "fitness_gain", "evaluations", "search_seconds")
+# summary.md's digits by the metric's first word: the fitness moves in its 4th-6th significant digit
+METRIC_FORMAT = {"top1": ".2f", "top5": ".2f", "fitness": ".6f", "evaluations": ".0f", "search": ".1f"}
 
 
 LOCK = ".lock"
@@ -300,16 +302,24 @@ def load_runs(out: Path, seeds: list[int]) -> dict[int, dict[str, Any]]:
     return runs
 
 
+def metric_value(run: dict[str, Any], metric: str) -> float | None:
+    """A results.json value, or ``fitness_gain`` (init − final: what the search moved)."""
+    if metric == "fitness_gain":
+        init, final = run.get("fitness_init"), run.get("fitness_final")
+        return None if init is None or final is None else init - final
+    return run.get(metric)
+
+
 def summarise(out: Path, seeds: list[int]) -> dict[str, Any]:
     """Read ``<out>/seed<k>/results.json``; write summary.md / summary.csv with mean ± std (ddof = 1)."""
     runs = load_runs(out, seeds)
     rows = []
     for metric in METRICS:
-        values = [r[metric] for r in runs.values() if r.get(metric) is not None]
+        values = [metric_value(r, metric) for r in runs.values() if metric_value(r, metric) is not None]
         if len(values) == len(runs):
             std = statistics.stdev(values) if len(values) > 1 else 0.0
             rows.append({"metric": metric, "mean": statistics.mean(values), "std": std,
-                         **{f"seed{s}": runs[s].get(metric) for s in seeds}})
+                         **{f"seed{s}": metric_value(runs[s], metric) for s in seeds}})
     with atomic_path(out / "summary.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["metric", "mean", "std", *(f"seed{s}" for s in seeds)])
         writer.writeheader()
@@ -319,8 +329,9 @@ def summarise(out: Path, seeds: list[int]) -> dict[str, Any]:
              "| metric | mean ± std | " + " | ".join(f"seed {s}" for s in seeds) + " |",
              "|---|---|" + "---|" * len(seeds)]
     for r in rows:
-        lines.append(f"| {r['metric']} | {r['mean']:.4g} ± {r['std']:.2g} | "
-                     + " | ".join(f"{r[f'seed{s}']:.4g}" for s in seeds) + " |")
+        f = METRIC_FORMAT[r["metric"].split("_")[0]]
+        lines.append(f"| {r['metric']} | {r['mean']:{f}} ± {r['std']:{f}} | "
+                     + " | ".join(f"{r[f'seed{s}']:{f}}" for s in seeds) + " |")
     paired = compare_runs([runs[s] for s in seeds])
     lines += ["", "std: sample standard deviation over seeds (ddof = 1).", "", paired_line(paired),
               "Per-seed files: " + ", ".join(str(seed_dir(out, s) / "results.json") for s in seeds)]

@@ -17,12 +17,16 @@ def test_summarise_by_hand(tmp_path):
         (tmp_path / f"seed{seed}").mkdir()
         (tmp_path / f"seed{seed}" / "results.json").write_text(json.dumps(
             {"model": "m", "w_bits": 4, "a_bits": 8, "top1_init": init, "top1_evolq": top1, "fitness_init": 2.0,
-             "correct_init": ci, "correct_evolq": ce, "images_init": 4, "images_evolq": 4}))
+             "fitness_final": 2.0 - 0.001 * (seed + 1), "correct_init": ci, "correct_evolq": ce, "images_init": 4, "images_evolq": 4}))
     summary = summarise(tmp_path, [0, 1])
     rows = {r["metric"]: r for r in summary["rows"]}
     assert rows["top1_evolq"]["mean"] == 87.5 and rows["top1_evolq"]["std"] == pytest.approx(12.5 * 2**0.5)
     text = (tmp_path / "summary.md").read_text()
-    assert "| top1_evolq | 87.5 ± 18 | 100 | 75 |" in text
+    assert "| top1_evolq | 87.50 ± 17.68 | 100.00 | 75.00 |" in text
+    # (issue 27, 6: the fitness was shown as "25.74 ± 0.017" before and after the search) the digits that move,
+    # and the gain itself: 0.001 and 0.002, mean 0.0015, sd 0.001/√2
+    assert "| fitness_final | 1.998500 ± 0.000707 | 1.999000 | 1.998000 |" in text
+    assert "| fitness_gain | 0.001500 ± 0.000707 | 0.001000 | 0.002000 |" in text
     # mean 37.5, sd 25/√2, half-width t(0.975, 1)·sd/√2 = 12.7062·12.5 = 158.83; 3 discordant images, all for
     # Evol-Q: exact McNemar p = 2·(1/2)³ = 0.25
     p = summary["paired"]
