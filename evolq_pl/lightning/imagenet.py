@@ -4,6 +4,7 @@ Everything the data needs is checked in ``__init__``, before any model work star
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -136,14 +137,15 @@ class ImageNetDataModule(EvolQDataModule):
             images (0 = none); every choice is made on it.
         eval_split: what the evaluation loader reads: ``test`` (the ``val/`` folder or ``hf_val_split``, which
             the paper reports as its test set) or ``val`` (the validation split of train, for choices).
-        eval_batch_size, num_workers: evaluation loader.
+        eval_batch_size, num_workers: evaluation loader (``num_workers`` None: one per CPU core, at most 8 —
+            Lightning warns below that on a big machine, and more workers than cores only contend).
     """
 
     def __init__(self, root: str | None = None, hf_dataset: str | None = None, hf_train_split: str = "train",
                  hf_val_split: str = "validation", image_column: str = "image", label_column: str = "label",
                  model_name: str | None = None, transform: str = "paper", img_size: int | None = None,
                  calib_size: int = 1000, calib_batch_size: int = 100, holdout_size: int = 0, val_size: int = 0,
-                 eval_split: str = "test", eval_batch_size: int = 100, num_workers: int = 8, seed: int = 0) -> None:
+                 eval_split: str = "test", eval_batch_size: int = 100, num_workers: int | None = None, seed: int = 0) -> None:
         super().__init__()
         if model_name is None:
             raise DataError("data.model_name is not given: pass the model's name (evolq-pl sets it from "
@@ -151,6 +153,7 @@ class ImageNetDataModule(EvolQDataModule):
         img_size = 224 if img_size is None else img_size
         check_sizes(1, img_size=img_size, calib_size=calib_size, calib_batch_size=calib_batch_size,
                     eval_batch_size=eval_batch_size)
+        num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
         check_sizes(0, holdout_size=holdout_size, val_size=val_size, num_workers=num_workers)
         check_eval_split(eval_split, val_size)
         if (root is None) == (hf_dataset is None):

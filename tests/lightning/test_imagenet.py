@@ -1,11 +1,12 @@
 """ImageNet path on generated data: folder and HF sources, bad layouts, every config builds."""
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from evolq_pl.lightning.imagenet import DataError, ImageNetDataModule
+from evolq_pl.lightning.imagenet import DataError, HFImages, ImageNetDataModule
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,6 +45,15 @@ def test_folder_and_hf_give_same_calibration_images(tmp_path):
     assert torch.equal(a.labels, b.labels)
     other = imagenet(root=str(root), calib_size=5, calib_batch_size=2, num_workers=0, img_size=32, seed=4)
     assert not torch.equal(other.calibration_data().images, a.images)
+
+    # (issue 27, 7) the shipped base config takes a Hugging Face source as given (it names no image folder),
+    # and its loaders use one worker per core, at most 8
+    from evolq_pl.cli.trainer_cli import EvolQCLI
+    cli = EvolQCLI(args=["--config", str(ROOT / "configs/imagenet/base.yaml"), "--config",
+                         str(ROOT / "configs/imagenet/deit_tiny_w4a8.yaml"), "--model.init_args.pretrained", "false",
+                         "--data.init_args.hf_dataset", str(hf_path), "--data.init_args.calib_size", "2"], run=False)
+    assert isinstance(cli.datamodule.train, HFImages)
+    assert cli.datamodule.num_workers == min(8, os.cpu_count())
 
 
 def test_bad_layouts_named(tmp_path):
