@@ -32,15 +32,16 @@ class DataError(ValueError):
 
 
 def paper_transform(model_name: str, img_size: int = 224) -> Callable:
-    """Resize the shorter side to ⌊img_size / crop_pct⌋ (bicubic), center-crop, normalise (reference §7)."""
-    from torchvision import transforms as T
+    """Resize the shorter side to ⌊img_size / crop_pct⌋ (bicubic), center-crop, normalise (reference §7): timm's
+    eval transform with the paper's crop and statistics per family."""
+    from timm.data import create_transform
 
     family = model_name.split("_")[0]
     if family not in PAPER_TRANSFORMS:
         raise DataError(f"no paper transform for model {model_name!r}; families: {', '.join(PAPER_TRANSFORMS)}")
     mean, std, crop_pct = PAPER_TRANSFORMS[family]
-    return T.Compose([T.Resize(int(img_size / crop_pct), interpolation=T.InterpolationMode.BICUBIC),
-                      T.CenterCrop(img_size), T.ToTensor(), T.Normalize(mean, std)])
+    return create_transform(input_size=(3, img_size, img_size), is_training=False, interpolation="bicubic",
+                            mean=mean, std=std, crop_pct=crop_pct, crop_mode="center")
 
 
 def timm_transform(model_name: str) -> Callable:

@@ -157,3 +157,19 @@ def test_data_follows_the_model_named_once(tmp_path):
         EvolQCLI(args=[*args, "--data.init_args.model_name", "levit_128s"], run=False)
     with pytest.raises(DataError, match="data.model_name is not given"):
         ImageNetDataModule(root=str(root), num_workers=0)
+
+
+@pytest.mark.parametrize("model_name, size", [("vit_base_patch16_224", 224), ("deit_small_patch16_224", 224),
+                                              ("levit_128s", 160), ("swin_tiny_patch4_window7_224", 224)])
+def test_paper_transform_by_hand(model_name, size):
+    """The paper's eval preprocessing (reference §7), written out: shorter side to ⌊size / crop_pct⌋ bicubic,
+    center crop, the family's mean/std; timm's create_transform is asked for exactly that."""
+    from torchvision import transforms as T
+
+    from evolq_pl.lightning.imagenet import PAPER_TRANSFORMS, paper_transform
+    mean, std, crop_pct = PAPER_TRANSFORMS[model_name.split("_")[0]]
+    by_hand = T.Compose([T.Resize(int(size / crop_pct), interpolation=T.InterpolationMode.BICUBIC),
+                         T.CenterCrop(size), T.ToTensor(), T.Normalize(mean, std)])
+    g = torch.Generator().manual_seed(1)
+    image = Image.fromarray((torch.rand(300, 411, 3, generator=g) * 255).to(torch.uint8).numpy())
+    assert torch.equal(paper_transform(model_name, size)(image), by_hand(image))
