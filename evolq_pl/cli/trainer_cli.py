@@ -118,6 +118,7 @@ class EvolQCLI(LightningCLI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("auto_configure_optimizers", False)  # a search has no optimizer to choose (--help)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         # a frozen model has nothing to summarise; no sanity check (a search never validates per step); metrics

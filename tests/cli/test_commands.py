@@ -197,3 +197,12 @@ def test_extra_commands_take_fits_options_directly(capsys):
         parser.parse_command([], [])
     code, _, err = run_main(capsys, "seeds", "--config", "demo", "--out", "x", "--seeds", "zero")
     assert code == 2 and err.splitlines() == ["error: evolq-pl seeds: argument --seeds: invalid int value: 'zero'"]
+
+
+def test_fit_help_shows_what_a_search_uses(capsys):
+    """(issue 27, 4: ``fit --help`` listed optimizer and scheduler options a search never uses)"""
+    code, out, _ = run_main(capsys, "fit", "--help")
+    assert code == 0 and "--model.help" in out and "--run_dir" in out
+    assert "--optimizer" not in out and "--lr_scheduler" not in out
+    code, out, _ = run_main(capsys, "fit", "--config", "demo", "--model.help", "EvolQModule")
+    assert code == 0 and "--model.search.help" in out and "--model.checkpoint_weights" in out
