@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,16 @@ def version() -> str:
         return "unknown (not installed)"
 
 
+def ckpt_argument(argv: list[str]) -> str | None:
+    """The value of ``--ckpt_path`` on a command line."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--ckpt_path="):
+            return arg.split("=", 1)[1]
+        if arg == "--ckpt_path" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
 def dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
@@ -108,12 +119,17 @@ def dispatch(argv: list[str]) -> int:
     from argparse import ArgumentError
 
     from evolq_pl.cli.parse_errors import ArgumentsError, condense
+    from evolq_pl.models.factory import CheckpointError
     from evolq_pl.cli.trainer_cli import EvolQCLI, quiet_expected_warnings
     quiet_expected_warnings()
     try:
         EvolQCLI(args=argv)
     except ArgumentError as err:  # jsonargparse's report of a bad argument, in one line
         raise ArgumentsError(condense(str(err))) from None
+    except pickle.UnpicklingError as err:  # a --ckpt_path alias (last, hpc) Lightning resolved and refused itself
+        first = str(err).strip().splitlines()[0].split(". ")[0]  # torch's first sentence
+        raise CheckpointError(f"--ckpt_path={ckpt_argument(argv)!r}: not a weights-only checkpoint, refused "
+                              f"({first})") from None
     except SIGTERMException:  # Lightning's is a SystemExit with status 0: the run did not finish, say so
         resume = " (resume: the same command with --ckpt_path <its last.ckpt>)" if name == "fit" else ""
         print(f"error: {name} stopped by SIGTERM before it finished{resume}", file=sys.stderr)

@@ -147,6 +147,19 @@ def test_pickle_payload_refused_by_every_command(tmp_path):
     assert not (tmp_path / "m.safetensors").exists()
 
 
+def test_pickle_payload_behind_the_last_alias_is_one_line(tmp_path, capsys):
+    """(issue 28, 6: ``--ckpt_path last`` skipped the project's pre-check; Lightning refused the payload with
+    its own traceback)"""
+    marker = tmp_path / "payload_ran"
+    (tmp_path / "ckpt").mkdir()
+    torch.save({"state_dict": {}, "evolq": Payload(marker)}, tmp_path / "ckpt" / "last.ckpt",
+               pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    code, _, err = run_main(capsys, "validate", "--config", str(tiny_config(tmp_path)), "--ckpt_path", "last")
+    assert code == 2 and not marker.exists()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: --ckpt_path='last': not a weights-only checkpoint, refused (Weights only load failed)"]
+
+
 def test_export_output_checked_before_work(tmp_path, capsys):
     config = str(tiny_config(tmp_path))
     (tmp_path / "folder").mkdir()
