@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -38,8 +39,13 @@ class Landscape:
 
     def sweep(self, spec: SweepSpec) -> list[dict[str, float]]:
         spec.validate(len(self.module.units))
-        return sweep(self.module.units[spec.unit], self.evaluator, self.labels, spec, self.top1,
-                     self.module.search_cfg.temperature)
+        from tqdm import tqdm
+        with tqdm(desc=f"landscape unit {spec.unit}", unit="point", file=sys.stderr) as bar:
+            def advance(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+            return sweep(self.module.units[spec.unit], self.evaluator, self.labels, spec, self.top1,
+                         self.module.search_cfg.temperature, on_point=advance)
 
 
 def prepare(configs: list[str], ckpt_path: str | None = None, eval_size: int = 2000,

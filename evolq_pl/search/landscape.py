@@ -51,9 +51,11 @@ def directions(n: int, dims: int, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def sweep(unit: SearchUnit, evaluator: FitnessEvaluator, labels: Sequence[torch.Tensor], spec: SweepSpec,
-          top1_fn: Callable[[], float] | None = None, temperature: float = 3.0) -> list[dict[str, float]]:
+          top1_fn: Callable[[], float] | None = None, temperature: float = 3.0,
+          on_point: Callable[[int, int], None] | None = None) -> list[dict[str, float]]:
     """Evaluate every grid point: each loss against the teacher, cross-entropy against the labels, and
-    ``top1_fn()`` (evaluation top-1) when given. The unit's scales are restored afterwards."""
+    ``top1_fn()`` (evaluation top-1) when given; ``on_point(done, total)`` after each (progress). The unit's
+    scales are restored afterwards."""
     s0 = unit.get()
     dirs = directions(s0.numel(), spec.dims, spec.seed).to(s0.device, s0.dtype)
     grid = torch.linspace(-spec.radius, spec.radius, spec.steps).tolist() if spec.steps > 1 else [0.0]
@@ -72,6 +74,8 @@ def sweep(unit: SearchUnit, evaluator: FitnessEvaluator, labels: Sequence[torch.
             if top1_fn is not None:
                 row["top1"] = top1_fn()
             rows.append(row)
+            if on_point is not None:
+                on_point(len(rows), len(points))
     finally:
         unit.set(s0)
     return rows

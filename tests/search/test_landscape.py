@@ -24,7 +24,10 @@ def test_sweep_shape_and_centre(tmp_path):
         assert centre[loss] == pytest.approx(value, rel=1e-6)
     assert rows[0]["infonce"] != centre["infonce"]
     assert unit.get().equal(before)  # restored
-    rows2 = sweep(unit, ev, labels, SweepSpec(unit=1, radius=0.1, steps=3, dims=2))
+    progress = []  # (issue 27, 6: landscape ran minutes without progress)
+    rows2 = sweep(unit, ev, labels, SweepSpec(unit=1, radius=0.1, steps=3, dims=2),
+                  on_point=lambda done, total: progress.append((done, total)))
+    assert progress == [(i, 9) for i in range(1, 10)]
     assert len(rows2) == 9 and rows2[4]["a"] == 0 and rows2[4]["b"] == 0
     assert rows2[4]["mse"] == pytest.approx(base["mse"], rel=1e-6)
     plot_landscape(rows, 1, tmp_path / "l1.png", "1-D")
