@@ -116,16 +116,11 @@ def dispatch(argv: list[str]) -> int:
         return 0
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from argparse import ArgumentError
-
-    from evolq_pl.cli.parse_errors import ArgumentsError, condense
     from evolq_pl.models.factory import CheckpointError
     from evolq_pl.cli.trainer_cli import EvolQCLI, quiet_expected_warnings
     quiet_expected_warnings()
     try:
         EvolQCLI(args=argv)
-    except ArgumentError as err:  # jsonargparse's report of a bad argument, in one line
-        raise ArgumentsError(condense(str(err))) from None
     except pickle.UnpicklingError as err:  # a --ckpt_path alias (last, hpc) Lightning resolved and refused itself
         first = str(err).strip().splitlines()[0].split(". ")[0]  # torch's first sentence
         raise CheckpointError(f"--ckpt_path={ckpt_argument(argv)!r}: not a weights-only checkpoint, refused "

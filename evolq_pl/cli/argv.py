@@ -41,7 +41,7 @@ class CommandParser(argparse.ArgumentParser):
     def parse_command(self, own: list[str], passed_on: list[str]) -> tuple[argparse.Namespace, list[str]]:
         """(this command's arguments, the arguments passed on to ``fit``'s parser)."""
         args, unknown = self.parse_known_args(own)
-        stray = [a for a in unknown if a.startswith("-") and not a.split("=")[0].startswith(PASSED_ON)]
+        stray = [a for a in unknown if a.startswith("--") and not a.split("=")[0].startswith(PASSED_ON)]
         if stray or (unknown and not unknown[0].startswith("--")):
             own_options = [a.option_strings[0] for a in self._actions
                            if a.option_strings and not isinstance(a, argparse._HelpAction)]

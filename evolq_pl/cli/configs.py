@@ -23,6 +23,9 @@ class ConfigNotFound(UsageError):
     pass
 
 
+CONFIG_FLAGS = ("--config", "-c")  # LightningCLI registers both
+
+
 def configs_dir() -> Path:
     """Where the shipped configs are: inside the installed package, or the checkout's top-level folder."""
     inside = _PACKAGE / "configs"
@@ -53,17 +56,18 @@ def resolve_config(value: str) -> str:
 
 
 def resolve_config_args(argv: list[str]) -> list[str]:
-    """``argv`` with each ``--config X`` / ``--config=X`` value resolved (arguments after ``--`` too: they are
+    """``argv`` with each ``--config X`` / ``--config=X`` / ``-c X`` value resolved (arguments after ``--`` too: they are
     passed on to ``fit``)."""
     out, expect = [], False
     for arg in argv:
+        flag, eq, value = arg.partition("=")
         if expect:
             out.append(resolve_config(arg))
-        elif arg.startswith("--config="):
-            out.append("--config=" + resolve_config(arg.split("=", 1)[1]))
+        elif eq and flag in CONFIG_FLAGS:
+            out.append(f"{flag}={resolve_config(value)}")
         else:
             out.append(arg)
-        expect = arg == "--config"
+        expect = arg in CONFIG_FLAGS
     return out
 
 

@@ -182,8 +182,7 @@ def check_arguments(configs: list[str], extra: list[str]) -> None:
             raise SeedsError(f"--config={c!r}: no such file")
     owned = [a for a in extra if a.split("=")[0] in SEED_OWNED]
     if owned:
-        raise SeedsError(f"{owned[0].split('=')[0]} is set per seed by the seeds command; remove it from the "
-                         f"arguments after --")
+        raise SeedsError(f"{owned[0].split('=')[0]} is set per seed by the seeds command; remove it")
 
 
 def plan(configs: list[str], seeds: list[int], out: Path, extra: list[str]) -> list[int]:
@@ -248,7 +247,7 @@ def run_seeds(configs: list[str], seeds: list[int], out: Path, gpus: list[str], 
         raise SeedsInterrupted(forwarder.received[0], [s for s, (pid, _) in exits.items() if pid in pids])
     failed = [(s, code) for s, (_, code) in exits.items() if code != 0 or not finished(out, s)]
     if failed:
-        raise SeedsError(failure_message(failed))
+        raise SeedsError(failure_message(failed, lambda seed: can_resume(out, seed)))
 
 
 def run_wave(wave: list[tuple[int, str | None]], forwarder: SignalForwarder,
@@ -265,12 +264,20 @@ def run_wave(wave: list[tuple[int, str | None]], forwarder: SignalForwarder,
     return exits
 
 
-def failure_message(failed: list[tuple[int, int]]) -> str:
-    """Which seeds failed; the resume hint only for those a rerun can resume (not a one-line error's exit 2)."""
+def can_resume(out: Path, seed: int) -> bool:
+    """Whether a rerun resumes this seed: its folder holds a checkpoint, or results that list what is missing
+    (a failed measurement or checkpoint write ends in a one-line error too)."""
+    folder = seed_dir(out, seed)
+    return last_checkpoint(folder) is not None or ((folder / "results.json").exists() and not finished(out, seed))
+
+
+def failure_message(failed: list[tuple[int, int]], resumable: Callable[[int], bool] = lambda seed: False) -> str:
+    """Which seeds failed; the resume hint only for those a rerun can resume: not a one-line error's exit 2
+    before any search state was written (a bad value, a config: the same command fails the same way)."""
     named = lambda group: ", ".join(f"seed {s} (exit {code})" for s, code in group)  # noqa: E731
-    resumable = [(s, c) for s, c in failed if c != USAGE_EXIT]
-    refused = [(s, c) for s, c in failed if c == USAGE_EXIT]
-    parts = [f"{named(resumable)} did not finish; rerun the same command to resume them"] if resumable else []
+    refused = [(s, c) for s, c in failed if c == USAGE_EXIT and not resumable(s)]
+    resume = [(s, c) for s, c in failed if (s, c) not in refused]
+    parts = [f"{named(resume)} did not finish; rerun the same command to resume them"] if resume else []
     if refused:
         parts.append(f"{named(refused)} stopped on an error (its one line is above): the same command would fail "
                      "the same way; fix what it names, then rerun")

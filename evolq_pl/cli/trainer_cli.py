@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
 from typing import Any, Optional
 
@@ -11,6 +12,7 @@ import lightning as L
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from evolq_pl.cli.parse_errors import ArgumentsError, condense
 from evolq_pl.lightning.checkpoint import load_checkpoint
 from evolq_pl.lightning.results import ensure_writable_dir
 
@@ -137,6 +139,12 @@ class EvolQCLI(LightningCLI):
         # usage; an abbreviated option (--trainer.max_epoch) is refused, not silently expanded
         kwargs.update(exit_on_error=False, allow_abbrev=False)
         return super().init_parser(**kwargs)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:  # jsonargparse's report of a bad argument, in one line
+            raise ArgumentsError(condense(str(err))) from None
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.core.saving import pl_load
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -132,8 +132,8 @@ class SearchCheckpoint(ModelCheckpoint):
 
     Its folder is checked writable at setup, before calibration. A write that fails later (a full disk, a
     folder made read-only) does not end the search: it is warned once with the path and retried at the next
-    step; ``failed`` holds the last failure (None once a write succeeds again), which results.json lists under
-    ``missing`` (``checkpoint_failure``)."""
+    step; ``failed`` holds the last failure (None once a write succeeds again), which results.json lists as
+    ``missing["checkpoint"]`` (read through ``checkpoint_failure``)."""
 
     def __init__(self, every_n_train_steps: int = 1, save_last: bool = True, save_top_k: int = 0,
                  enable_version_counter: bool = False, **kwargs: Any) -> None:
@@ -143,7 +143,7 @@ class SearchCheckpoint(ModelCheckpoint):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        if stage == "fit" and self.dirpath is not None and _is_local_file_protocol(self.dirpath):
+        if stage == "fit" and self.dirpath is not None and _local(self.dirpath):
             ensure_writable_dir(Path(self.dirpath), "SearchCheckpoint dirpath")
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
@@ -169,6 +169,12 @@ class SearchCheckpoint(ModelCheckpoint):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         with _charged(pl_module):
             super().on_exception(trainer, pl_module, exception)
+
+
+def _local(path: str | Path) -> bool:
+    """A path on the local file system (not a remote fsspec URL such as s3://)."""
+    protocol = get_filesystem(path).protocol
+    return "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
 
 
 def checkpoint_failure(trainer: L.Trainer) -> str | None:

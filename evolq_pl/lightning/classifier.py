@@ -65,8 +65,12 @@ class ClassifierModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        self.val_acc(self(x), y)
-        self.log("val/top1", self.val_acc, prog_bar=True)
+        self.val_acc.update(self(x), y)
+
+    def on_validation_epoch_end(self) -> None:
+        # in percent, as EvolQModule and results.json give top-1 (checkpoints ranked on it rank the same)
+        self.log("val/top1", self.val_acc.compute() * 100, prog_bar=True)
+        self.val_acc.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -199,7 +199,8 @@ class EvolQModule(L.LightningModule):
     def _steps_left(self) -> int | None:
         """Search steps the trainer will run at most (``max_steps``, ``fast_dev_run``, an integer
         ``limit_train_batches``); None where only the schedule limits them."""
-        limits = [self.trainer.max_steps - self.trainer.global_step] if self.trainer.max_steps >= 0 else []
+        # the driver's position, restored from a checkpoint before fit starts (the loops' global_step is not yet)
+        limits = [self.trainer.max_steps - self.driver.position] if self.trainer.max_steps >= 0 else []
         if isinstance(self.trainer.limit_train_batches, int):
             limits.append(self.trainer.limit_train_batches)
         return min(limits) if limits else None
@@ -261,11 +262,17 @@ class EvolQModule(L.LightningModule):
         for metric in self.val_metrics.values():
             metric.update(logits, y)
 
-    def on_validation_epoch_end(self) -> None:
+    def _log_accuracy(self, prefix: str) -> None:
         # in percent, as fit's table and results.json give top-1 (compute() syncs the processes under DDP)
         for name, metric in self.val_metrics.items():
-            self.log(f"val/{name}", metric.compute() * 100, prog_bar=True, sync_dist=False)
+            self.log(f"{prefix}/{name}", metric.compute() * 100, prog_bar=True)
             metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_accuracy("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_accuracy("test")
 
     test_step = validation_step
 

@@ -80,6 +80,10 @@ def test_parse_error_is_one_line(capsys, args, line):
     """(issue 27, 3: a typo printed ~60 lines of usage and nested Union alternatives)"""
     code, out, err = run_main(capsys, "fit", "--config", "fmnist/deit", *args)
     assert (code, out, err.splitlines()) == (2, "", [f"error: {line}"])
+    if args[0] != "--config":  # export and landscape build the module through the same parser: the same line
+        code, out, err = run_main(capsys, "export", "--config", "fmnist/deit", "--format", "onnx", "--output",
+                                  "/nonexistent/m.onnx", *args)
+        assert (code, err.splitlines()[-1:]) == (2, [f"error: {line}"]), err
 
 
 def test_missing_image_folder_gives_one_line():
@@ -203,6 +207,8 @@ def test_extra_commands_take_fits_options_directly(capsys):
     assert passed == ["--model.init_args.quant.w_bits", "3", "--data.init_args.seed=2"]
     args, _ = parser.parse_command(["--config", "c", "--overwrite", "false", "--summary-only", "true"], [])
     assert (args.overwrite, args.summary_only) == (False, True)
+    args, passed = parser.parse_command(["--config", "c", "--trainer.max_steps", "-1"], [])
+    assert passed == ["--trainer.max_steps", "-1"]  # a negative value is a value, not an option
     with pytest.raises(UsageError, match=r"^evolq-pl export: unrecognized arguments: --ovewrite \(accepted: "
                                          r"--config, --overwrite, --summary_only, and fit's"):
         parser.parse_command(["--config", "c", "--ovewrite"], [])

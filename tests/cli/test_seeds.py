@@ -207,6 +207,12 @@ def test_the_resume_hint_only_where_a_rerun_can_resume(tmp_path, monkeypatch):
     with pytest.raises(SeedsError) as info:
         run_seeds([config], [0], tmp_path / "b", [], [])
     assert "resume" not in str(info.value)
+    # a one-line error after the search started (a failed checkpoint write, a measurement listed as missing):
+    # its folder holds a checkpoint, so a rerun resumes it
+    (tmp_path / "c" / "seed0" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "c" / "seed0" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    with pytest.raises(SeedsError, match=r"^seed 0 \(exit 2\) did not finish; rerun the same command to resume"):
+        run_seeds([config], [0], tmp_path / "c", [], [])
 
 
 @pytest.mark.parametrize("summary_only", [True, False])
