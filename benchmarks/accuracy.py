@@ -467,6 +467,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--variant-bits", nargs="+", type=int, default=[3], help="weight bits of the variants suite")
     parser.add_argument("--force", action="store_true", help="rerun records that already exist")
+    parser.add_argument("--stale", action="store_true", help="rerun records measured by code whose fingerprint "
+                        "differs from the working tree's (resumable: a rerun record is current)")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--verify", type=int, metavar="K", help="rerun K records chosen at random and compare their "
                         "per-image correctness exactly (exit 1 on any difference); writes nothing")
@@ -477,8 +479,10 @@ def main() -> None:
     if not args.report_only:
         import torch
         threads = f"{torch.get_num_threads()} threads"
+        now = fingerprint() if args.stale else None
         for spec in specs(args.suite, args.seeds, args.variants, args.variant_bits):
-            done = key(spec) in stored["records"] and is_current(stored["records"][key(spec)])
+            old = stored["records"].get(key(spec))
+            done = old is not None and is_current(old) and (now is None or old.get("fingerprint") == now)
             if spec["ref"] not in args.models or (done and not args.force):
                 continue
             print(f"== {key(spec)}", flush=True)

@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from evolq_pl.lightning.results import ensure_writable_dir
 from evolq_pl.models.factory import CheckpointError
+from evolq_pl.search import SearchConfig
 
 
 class CheckpointMismatchError(ValueError):
@@ -38,12 +39,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def search_identity(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Search settings that must match between a checkpoint and its config (budgets and the compile backend
-    may change)."""
-    return {k: v for k, v in cfg.items() if k not in ("max_evaluations", "max_seconds", "compile_backend")}
-
-
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -62,8 +57,8 @@ def check_same(what: str, stored: dict[str, Any], current: dict[str, Any]) -> No
 def checked_state(checkpoint: dict[str, Any], meta: dict[str, Any],
                   search: dict[str, Any] | None = None) -> dict[str, Any]:
     """The checkpoint's ``evolq`` entry, checked against this run: the same model, sizes and quantization
-    (``meta``) and, for a resumed search, the same search settings and selection (``search``: ``search_config``
-    and ``selection``; None outside ``fit``)."""
+    (``meta``) and, for a resumed search, the same search settings and selection (``search``: ``search_config``, a
+    ``SearchConfig``, and ``selection``; None outside ``fit``)."""
     state = checkpoint.get("evolq")
     if state is None or "driver" not in state:
         raise CheckpointMismatchError("ckpt_path: not an evolq_pl search checkpoint of this version "
@@ -71,8 +66,8 @@ def checked_state(checkpoint: dict[str, Any], meta: dict[str, Any],
     check_same("checkpoint", state["meta"], meta)  # what the weights and scales mean
     if search is not None:
         check_same("checkpoint search config",
-                   {**search_identity(state["search_config"]), "selection": state["selection"]},
-                   {**search_identity(search["search_config"]), "selection": search["selection"]})
+                   {**SearchConfig.identity_of(state["search_config"]), "selection": state["selection"]},
+                   {**search["search_config"].identity(), "selection": search["selection"]})
     return state
 
 

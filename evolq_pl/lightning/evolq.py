@@ -18,7 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from evolq_pl.lightning.base_data import EvolQDataModule
 from evolq_pl.lightning.calibration import CalibrationData
 from evolq_pl.lightning.checkpoint import check_same, checked_state, checkpoint_failure, drop_float_weights, \
-    fill_float_weights, search_identity, weights_sha256
+    fill_float_weights, weights_sha256
 from evolq_pl.lightning.metrics import evaluate, topk_metrics
 from evolq_pl.lightning.results import CandidateRecorder, IncompleteResultsError, ensure_writable_dir, final_results, \
     write_results
@@ -191,8 +191,8 @@ class EvolQModule(L.LightningModule):
             where = first_nonfinite(self.model, self.driver.evaluator.batches[0])
             raise ValueError(f"calibrated init: fitness {fitness} is not finite; the first non-finite "
                              f"output comes from {where} (check the weights and the calibration images)")
-        if (decision := self.driver.evaluator.compile_decision) is not None:
-            rank_zero_info(f"compile_backend=auto: {decision['choice']} ({decision['reason']})")
+        if (line := self.driver.evaluator.decision_line()) is not None:
+            rank_zero_info(line)
         rank_zero_info(f"calibrated init: fitness {fitness:.6f} ({self.search_cfg.loss}), {len(self.units)} units "
                        f"× {self.search_cfg.passes} passes × {self.search_cfg.cycles} cycles")
 
@@ -281,7 +281,7 @@ class EvolQModule(L.LightningModule):
         """What makes two runs comparable (``seeds`` refuses to average runs whose settings differ)."""
         dm = self.datamodule()
         return {"model": self.model_name, "model_kwargs": self.model_kwargs, "quant": asdict(self.quant_cfg),
-                "search": search_identity(self.search_cfg.to_dict()), "selection": self.selection,
+                "search": self.search_cfg.identity(), "selection": self.selection,
                 "calib_size": self.data_identity["images"] if self.data_identity else len(self.calibration().images),
                 "eval_split": getattr(dm, "eval_split", "test"), "val_size": getattr(dm, "val_size", 0)}
 
@@ -299,7 +299,7 @@ class EvolQModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         resuming = self._trainer is not None and self._trainer.state.fn == "fit"
-        search = {"search_config": self.search_cfg.to_dict(), "selection": self.selection} if resuming else None
+        search = {"search_config": self.search_cfg, "selection": self.selection} if resuming else None
         state = checked_state(checkpoint, self.meta(), search)
         if resuming:
             self.driver.load_state_dict(state["driver"])

@@ -56,17 +56,13 @@ def search_results(settings: dict[str, Any], driver: SearchDriver, recorder: "Ca
                    matmul_precision: str, peak_bytes: int) -> dict[str, Any]:
     """The search's own numbers (results.json before its evaluations)."""
     q, s = settings["quant"], driver.config
+    summary = driver.summary()
     results = {
         "model": settings["model"], "w_bits": q["w_bits"], "a_bits": q["a_bits"], "seed": s.seed,
         "calib_size": settings["calib_size"], "eval_split": settings["eval_split"], "loss": s.loss,
         "selection": settings["selection"], "passes": s.passes,
-        "fitness_init": driver.fitness_init, "fitness_final": driver.fitness, "evaluations": driver.evaluations,
-        "rejected": driver.search.rejected, "search_seconds": driver.seconds, "matmul_precision": matmul_precision,
-        "compile_backend": driver.evaluator.compile_backend if driver.evaluator else None,
-        "compile_seconds": driver.evaluator.compile_seconds if driver.evaluator else 0.0,
-        "compile_fallback": driver.evaluator.compile_fallback if driver.evaluator else False,
-        "compile_decision": driver.evaluator.compile_decision if driver.evaluator else None,
-        "peak_memory_bytes": peak_bytes, "settings": settings,
+        **{k: summary.pop(k) for k in ("fitness_init", "fitness_final", "evaluations", "rejected", "search_seconds")},
+        "matmul_precision": matmul_precision, **summary, "peak_memory_bytes": peak_bytes, "settings": settings,
     }
     if recorder is not None and recorder.records:
         fit, acc = zip(*recorder.records)

@@ -96,6 +96,13 @@ class SearchDriver:
         assert self.fitness is not None
         return self.fitness
 
+    def summary(self) -> dict[str, Any]:
+        """The search's own numbers for results.json (its evaluator's compile summary included)."""
+        compiled = self.evaluator.compile_summary() if self.evaluator is not None else \
+            {"compile_backend": None, "compile_seconds": 0.0, "compile_fallback": False, "compile_decision": None}
+        return {"fitness_init": self.fitness_init, "fitness_final": self.fitness, "evaluations": self.evaluations,
+                "rejected": self.search.rejected, "search_seconds": self.seconds, **compiled}
+
     def state_dict(self) -> dict[str, Any]:
         return {"search": self.search.state_dict(), "position": self.position, "fitness_init": self.fitness_init,
                 "fitness": self.fitness, "history": self.history}

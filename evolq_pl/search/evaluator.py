@@ -8,7 +8,7 @@ import time
 import warnings
 from contextlib import nullcontext
 from functools import partial
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -280,6 +280,17 @@ class FitnessEvaluator:
                                  "choice": "inductor" if faster else "eager",
                                  "reason": "compile failed" if self.compile_fallback else
                                  f"a compiled evaluation takes {compiled / eager:.2f}x an eager one"}
+
+    def compile_summary(self) -> dict[str, Any]:
+        """How the candidates were evaluated (results.json): the backend, its warm-up seconds, whether a failed
+        compile fell back to eager, and ``auto``'s measured decision."""
+        return {"compile_backend": self.compile_backend, "compile_seconds": self.compile_seconds,
+                "compile_fallback": self.compile_fallback, "compile_decision": self.compile_decision}
+
+    def decision_line(self) -> str | None:
+        """``auto``'s choice and its reason in one line, None when nothing was decided."""
+        d = self.compile_decision
+        return None if d is None else f"compile_backend=auto: {d['choice']} ({d['reason']})"
 
     def _agreed(self, *values: float) -> list[float]:
         """``values`` averaged over the processes (identity on one): under DDP every rank then takes the same

@@ -92,6 +92,16 @@ class SearchConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """The settings a resumed search must share with its checkpoint (budgets and the compile backend may
+        change: they change when the search stops and how fast it runs, not its steps)."""
+        return self.identity_of(self.to_dict())
+
+    @staticmethod
+    def identity_of(settings: dict[str, Any]) -> dict[str, Any]:
+        """``identity`` of stored settings (a checkpoint's ``search_config``)."""
+        return {k: v for k, v in settings.items() if k not in ("max_evaluations", "max_seconds", "compile_backend")}
+
 
 Candidate = tuple[float, torch.Tensor]
 
