@@ -22,7 +22,7 @@ from benchmarks.accuracy import is_current, load
 from benchmarks.report import machine, machine_line, table, update_section, write_json
 from evolq_pl import QuantConfig, calibrate, create_quant_model, quant_disabled
 from evolq_pl.lightning.fashion_mnist import FashionMNISTDataModule
-from evolq_pl.lightning.metrics import evaluate
+from evolq_pl.report.metrics import evaluate
 from evolq_pl.models.reference import reference_model
 from evolq_pl.models.units import quantizer_groups
 

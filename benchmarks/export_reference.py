@@ -16,7 +16,7 @@ import yaml
 
 from evolq_pl.cli.restore import load_checkpoint
 from evolq_pl.lightning.fashion_mnist import FashionMNISTDataModule
-from evolq_pl.lightning.metrics import evaluate
+from evolq_pl.report.metrics import evaluate
 from evolq_pl.models.factory import create_float_model, sha256_file
 from evolq_pl.models.reference import MANIFEST, REFERENCE_DIR
 

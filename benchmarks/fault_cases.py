@@ -145,7 +145,7 @@ def cases(tmp: Path) -> dict[str, Callable[[], dict]]:
                     "first_line": last}
         return case
 
-    nan_images = ("import torch; from evolq_pl.lightning.metrics import evaluate; m = torch.nn.Flatten(); "
+    nan_images = ("import torch; from evolq_pl.report.metrics import evaluate; m = torch.nn.Flatten(); "
                   "x = torch.zeros(4, 10); x[0, 0] = float('nan'); evaluate(m, [(x, torch.zeros(4).long())], 10)")
     return {
         "1 fit into a finished --run_dir": fit_twice,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import tempfile
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
@@ -65,3 +66,23 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def not_writable(folder: Path) -> str | None:
+    """Why nothing can be written in the existing ``folder`` (None when a file can): a real write, not the
+    permission bits, which root, read-only mounts and network file systems make unreliable."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):  # a unique name: several ranks probe the same folder at once
+            return None
+    except OSError as err:
+        return str(err.strerror or err)
+
+
+def ensure_writable_dir(path: Path, field: str) -> None:
+    """Create ``path`` and probe it, or raise naming the field (before any expensive work)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{field}={str(path)!r}: not a writable folder ({err.strerror or err})") from None
+    if (why := not_writable(path)) is not None:
+        raise ValueError(f"{field}={str(path)!r}: not a writable folder ({why})")

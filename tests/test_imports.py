@@ -150,3 +150,26 @@ def test_io_is_below_every_layer():
     and nothing outside the standard library."""
     names = {n.split(".")[0] for n in imported((PACKAGE / "io.py").read_text(), "evolq_pl")}
     assert names <= set(sys.stdlib_module_names), names - set(sys.stdlib_module_names)
+
+
+def test_every_lightning_module_is_lightning_glue():
+    """lightning/ holds Lightning glue only: each file imports Lightning, directly or through a lightning/ module
+    that does (what needs no Lightning lives in search/ or report/)."""
+    folder = PACKAGE / "lightning"
+    graph = import_graph(sorted(PACKAGE.rglob("*.py")))
+    direct = {module_name(f) for f in folder.glob("*.py")
+              if any(n.split(".")[0] == "lightning" for n in imported(f.read_text(), "evolq_pl.lightning"))}
+    glue = set(direct)
+    while True:
+        more = {m for m in (module_name(f) for f in folder.glob("*.py")) if graph[m] & glue} - glue
+        if not more:
+            break
+        glue |= more
+    plain = sorted(module_name(f) for f in folder.glob("*.py") if f.name != "__init__.py")
+    assert [m for m in plain if m not in glue] == []
+
+
+def test_compile_backend_is_the_search_evaluators_concern():
+    """Only the search's settings and its evaluator name ``compile_backend``; the rest reads one summary."""
+    naming = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "compile_backend" in p.read_text())
+    assert naming == ["search/evaluator.py", "search/evolution.py"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import lightning as L
 from torch.utils.data import DataLoader, IterableDataset
 
-from evolq_pl.lightning.calibration import CalibrationData
+from evolq_pl.search.calibration import CalibrationData
 
 
 class ScheduleDataset(IterableDataset):
@@ -24,17 +24,12 @@ class ScheduleDataset(IterableDataset):
 
 class EvolQDataModule(L.LightningDataModule):
     """Base: calibration tensors, an evaluation loader, and — for a search — the (pass, unit) schedule as
-    the training loader, so progress bar, ``max_steps`` and checkpoints keep their meaning. A search module
-    hands its schedule over in ``setup`` (``search_steps``); without one, training reads images."""
+    the training loader, so progress bar, ``max_steps`` and checkpoints keep their meaning. The schedule is the
+    module's (``search_schedule()``, its driver's steps); a module without one (a classifier) trains on images."""
 
-    search_steps: list[tuple[int, int]] | None = None
     holdout_size: int = 0  # held-out train images (for selection='holdout'), disjoint from calibration
     val_size: int = 0  # the validation split of train (choices are made on it)
     eval_split: str = "test"  # what eval_dataloader reads: "test", or "val" (the validation split)
-
-    def teardown(self, stage: str) -> None:
-        if stage == "fit":
-            self.search_steps = None  # the next fit (e.g. classifier training) reads images again
 
     def calibration_data(self) -> CalibrationData:
         raise NotImplementedError
@@ -46,13 +41,21 @@ class EvolQDataModule(L.LightningDataModule):
         """Training images (for classifier training)."""
         raise NotImplementedError
 
+    def search_schedule(self) -> list[tuple[int, int]] | None:
+        """The fitted module's search schedule; None when it runs no search (or outside ``fit``)."""
+        if self.trainer is None or self.trainer.state.fn != "fit":
+            return None
+        schedule = getattr(self.trainer.lightning_module, "search_schedule", None)
+        return schedule() if callable(schedule) else None
+
     def train_dataloader(self) -> DataLoader:
-        if self.search_steps is None:
+        steps = self.search_schedule()
+        if steps is None:
             return self.images_dataloader()
-        return DataLoader(ScheduleDataset(self.search_steps), batch_size=None, shuffle=False)
+        return DataLoader(ScheduleDataset(steps), batch_size=None, shuffle=False)
 
     def val_dataloader(self) -> DataLoader | list:
-        if self.search_steps is not None and self.trainer.state.fn == "fit":
+        if self.search_schedule() is not None:
             return []  # a search evaluates once, at the end (never per step: no selection on val)
         return self.eval_dataloader()
 

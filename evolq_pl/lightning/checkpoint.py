@@ -6,7 +6,7 @@ import hashlib
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import lightning as L
 import torch
@@ -15,7 +15,7 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.core.saving import pl_load
 from lightning.pytorch.utilities import rank_zero_warn
 
-from evolq_pl.lightning.results import ensure_writable_dir
+from evolq_pl.io import ensure_writable_dir
 from evolq_pl.models.factory import CheckpointError
 from evolq_pl.search import SearchConfig
 
@@ -85,39 +85,53 @@ def weights_sha256(weights: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def drop_float_weights(checkpoint: dict[str, Any], names: Iterable[str], source: dict[str, str] | None,
-                       digest: Callable[[], str]) -> None:
-    """Make ``checkpoint`` lean: the float weights (which a search never changes) are left out, named by their
-    source and their sha256 (``digest()``) instead. Weights that nothing names (``source`` None: a random
-    initialisation, or ``checkpoint_weights: full``) stay in."""
-    if source is None:
-        return
-    state = checkpoint["state_dict"]
-    for name in names:
-        state.pop(name, None)
-    checkpoint["evolq"]["float_weights"] = {**source, "weights_sha256": digest()}
+class FloatWeights:
+    """The float parameters of ``model`` (state-dict names under ``prefix``), which a search never changes: a
+    lean checkpoint leaves them out, named by ``source`` (pretrained tag or checkpoint file sha256) and their
+    sha256; a restore puts them back from the model the config built, after checking both. ``source`` None (a
+    random initialisation nothing names) or ``lean`` False (``checkpoint_weights: full``): they stay in."""
 
+    def __init__(self, model: torch.nn.Module, source: dict[str, str] | None, lean: bool = True,
+                 prefix: str = "model.") -> None:
+        self.model, self.source, self.lean, self.prefix = model, source, lean, prefix
+        self._digest: str | None = None  # computed once, at the first lean save
 
-def fill_float_weights(checkpoint: dict[str, Any], weights: dict[str, torch.Tensor],
-                       source: dict[str, str] | None) -> None:
-    """Put back the float weights a lean checkpoint left out, from this module (built from the config's float
-    source), after checking that the config names the same source and builds the same bytes."""
-    stored = dict(checkpoint.get("evolq", {}).get("float_weights") or {})
-    if not stored:  # a self-contained checkpoint
-        return
-    digest = stored.pop("weights_sha256", None)
-    if stored != source:
-        raise CheckpointMismatchError(
-            f"the checkpoint was searched from the float weights of {_describe(stored)}; this config builds "
-            f"{_describe(source)}: give the same model.init_args.pretrained / checkpoint_path as the search")
-    if digest is not None and digest != weights_sha256(weights):
-        raise CheckpointMismatchError(
-            f"the float weights this config builds from {_describe(source)} differ from those the search started "
-            "from (their sha256): another hub revision, or layers timm initialises at random (a classifier head "
-            "of another num_classes); use a self-contained checkpoint (checkpoint_weights: full)")
-    state = checkpoint["state_dict"]
-    for name, tensor in weights.items():
-        state.setdefault(name, tensor)
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {f"{self.prefix}{n}": p.detach() for n, p in self.model.named_parameters(remove_duplicate=False)}
+
+    def digest(self) -> str:
+        if self._digest is None:
+            self._digest = weights_sha256(self.weights())
+        return self._digest
+
+    def drop(self, checkpoint: dict[str, Any]) -> None:
+        """Make ``checkpoint`` lean (where they are named)."""
+        if self.source is None or not self.lean:
+            return
+        state = checkpoint["state_dict"]
+        for name in self.weights():
+            state.pop(name, None)
+        checkpoint["evolq"]["float_weights"] = {**self.source, "weights_sha256": self.digest()}
+
+    def fill(self, checkpoint: dict[str, Any]) -> None:
+        """Put back what a lean ``checkpoint`` left out, after checking that this config names the same source
+        and builds the same bytes; a self-contained checkpoint is left as it is."""
+        stored = dict(checkpoint.get("evolq", {}).get("float_weights") or {})
+        if not stored:
+            return
+        digest = stored.pop("weights_sha256", None)
+        if stored != self.source:
+            raise CheckpointMismatchError(
+                f"the checkpoint was searched from the float weights of {_describe(stored)}; this config builds "
+                f"{_describe(self.source)}: give the same model.init_args.pretrained / checkpoint_path as the search")
+        weights = self.weights()
+        if digest is not None and digest != weights_sha256(weights):
+            raise CheckpointMismatchError(
+                f"the float weights this config builds from {_describe(self.source)} differ from those the search "
+                "started from (their sha256): another hub revision, or layers timm initialises at random (a "
+                "classifier head of another num_classes); use a self-contained checkpoint (checkpoint_weights: full)")
+        for name, tensor in weights.items():
+            checkpoint["state_dict"].setdefault(name, tensor)
 
 
 class SearchCheckpoint(ModelCheckpoint):

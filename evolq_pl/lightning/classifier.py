@@ -5,11 +5,10 @@ import math
 from functools import partial
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
-from torchmetrics.classification import MulticlassAccuracy
 
+from evolq_pl.lightning.accuracy import AccuracyModule
 from evolq_pl.models.factory import create_float_model
 
 
@@ -35,7 +34,7 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(total - warmup, 1))))
 
 
-class ClassifierModule(L.LightningModule):
+class ClassifierModule(AccuracyModule):
     """Trains a timm model from scratch with AdamW + warmup-cosine, label smoothing and light augmentation.
 
     Args:
@@ -51,7 +50,7 @@ class ClassifierModule(L.LightningModule):
         self.save_hyperparameters()
         self.model = create_float_model(model_name, **(model_kwargs or {})).train()
         num_classes = (model_kwargs or {}).get("num_classes", 1000)
-        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.track_accuracy(num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -62,15 +61,6 @@ class ClassifierModule(L.LightningModule):
                                label_smoothing=self.hparams.label_smoothing)
         self.log("train/loss", loss, prog_bar=True)
         return loss
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        self.val_acc.update(self(x), y)
-
-    def on_validation_epoch_end(self) -> None:
-        # in percent, as EvolQModule and results.json give top-1 (checkpoints ranked on it rank the same)
-        self.log("val/top1", self.val_acc.compute() * 100, prog_bar=True)
-        self.val_acc.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -1,43 +1,35 @@
 """EvolQModule: the quantized model, FQ-ViT calibration and the Evol-Q search as a non-gradient loop.
 
-One ``training_step`` = one step of the search driver (one unit's K cycles); the DataModule's train loader
-yields the (pass, unit) schedule. Selection never looks at the evaluation set (unless ``selection='test_oracle'``,
-a labelled measurement mode). Results and checkpoint state live in ``results.py`` and ``checkpoint.py``.
+One ``training_step`` = one step of the search driver (one unit's K cycles); the driver owns the (pass, unit)
+schedule, which the DataModule's train loader hands to Lightning (``search_schedule``). Selection never looks at
+the evaluation set (unless ``selection='test_oracle'``, a labelled measurement mode). What a finished search
+writes comes from ``evolq_pl.report``, what a checkpoint holds from ``checkpoint.py``.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from evolq_pl.io import ensure_writable_dir
+from evolq_pl.lightning.accuracy import AccuracyModule
 from evolq_pl.lightning.base_data import EvolQDataModule
-from evolq_pl.lightning.calibration import CalibrationData
-from evolq_pl.lightning.checkpoint import check_same, checked_state, checkpoint_failure, drop_float_weights, \
-    fill_float_weights, weights_sha256
-from evolq_pl.lightning.metrics import evaluate, topk_metrics
-from evolq_pl.lightning.results import CandidateRecorder, IncompleteResultsError, ensure_writable_dir, final_results, \
-    write_results
-from evolq_pl.lightning.selection import build_selector
+from evolq_pl.lightning.checkpoint import FloatWeights, check_same, checked_state, checkpoint_failure
+from evolq_pl.lightning.folders import check_logger_dirs
 from evolq_pl.models import create_quant_model, float_source, search_units
 from evolq_pl.quant import QuantConfig, calibrate, is_calibrated, snapshot_scales
-from evolq_pl.quant.modes import first_nonfinite
 from evolq_pl.report import PhaseTimes
+from evolq_pl.report.metrics import evaluate
+from evolq_pl.report.results import CandidateRecorder, IncompleteResultsError, final_results, write_results
 from evolq_pl.search import FitnessEvaluator, SearchConfig, SearchDriver
+from evolq_pl.search.calibration import CalibrationData
+from evolq_pl.search.selection import build_selector
 
 
-def logger_dirs(trainer: L.Trainer) -> dict[str, Path]:
-    """The folders Lightning's loggers write into, by the setting that names them (a config's
-    ``default_root_dir`` is usually theirs too; checkpoint and results folders are checked where they are used)."""
-    return {f"trainer.logger ({type(lg).__name__}) save_dir": Path(lg.save_dir)
-            for lg in trainer.loggers if getattr(lg, "save_dir", None)}
-
-
-class EvolQModule(L.LightningModule):
+class EvolQModule(AccuracyModule):
     """Evol-Q on a timm model.
 
     Args:
@@ -86,8 +78,7 @@ class EvolQModule(L.LightningModule):
                                             checkpoint_path=checkpoint_path, checkpoint_sha256=checkpoint_sha256,
                                             **self.model_kwargs)
             source = float_source(model_name, pretrained, checkpoint_path, checkpoint_sha256)
-        self.float_source, self.checkpoint_weights = source, checkpoint_weights
-        self._weights_digest: str | None = None  # of the float weights a lean checkpoint leaves out (computed once)
+        self.float_weights = FloatWeights(self.model, source, lean=checkpoint_weights == "lean")
         cfg = self.search_cfg
         self.units = search_units(self.model, cfg.include_mlp, cfg.include_acts, cfg.include_embed)
         self.num_classes = getattr(self.model, "num_classes", 1000)
@@ -100,7 +91,7 @@ class EvolQModule(L.LightningModule):
         self._finished = False
         self.data_identity: dict[str, Any] | None = None  # the calibration images this search's fitness is on
         self.resumed_data_identity: dict[str, Any] | None = None  # a resumed checkpoint's
-        self.val_metrics = torch.nn.ModuleDict(topk_metrics(self.num_classes))
+        self.track_accuracy(self.num_classes)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """A no-op optimizer: stepping it is how Lightning counts a search step as a training step
@@ -129,23 +120,20 @@ class EvolQModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------------------- search
     def prepare_data(self) -> None:
-        # before Lightning makes its loggers' folders (a read-only one was a traceback from inside Lightning)
-        for field, path in logger_dirs(self.trainer).items():
-            ensure_writable_dir(path, field)
+        check_logger_dirs(self.trainer)
 
-    def setup(self, stage: str) -> None:
-        if stage == "fit":  # before the loaders: the train loader yields the search schedule
-            self.datamodule().search_steps = self.driver.steps
+    def search_schedule(self) -> list[tuple[int, int]]:
+        """The driver's (pass, unit) steps: a search's training batches (read by the DataModule's train loader)."""
+        return self.driver.steps
 
-    def _evaluator(self, batches: list[torch.Tensor], use_cache: bool = True) -> FitnessEvaluator:
-        """Fitness on this rank's share of ``batches`` (every rank evaluates the same candidate), summed over ranks."""
+    def _shard(self, batches: list[torch.Tensor]) -> dict[str, Any]:
+        """This rank's share of ``batches`` on the device (every rank evaluates the same candidate) and the sum
+        over ranks: a FitnessEvaluator's ``batches`` and ``reduce``."""
         world, rank = self.trainer.world_size, self.trainer.global_rank
         if len(batches) < world:
             raise ValueError(f"{len(batches)} calibration batches cannot be sharded over {world} processes")
         reduce = (lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")) if world > 1 else None
-        with self.phases("teacher"):
-            return FitnessEvaluator(self.model, [b.to(self.device) for b in batches[rank::world]], self.search_cfg,
-                                use_cache=use_cache, reduce=reduce)
+        return {"batches": [b.to(self.device) for b in batches[rank::world]], "reduce": reduce}
 
     def ensure_calibrated(self, calib: CalibrationData) -> None:
         if is_calibrated(self.model):
@@ -162,7 +150,8 @@ class EvolQModule(L.LightningModule):
             if calib.holdout_images is None:
                 raise ValueError(f"data: {type(self.datamodule()).__name__} declares holdout_size > 0 but its "
                                  "calibration_data() has no held-out images")
-            return self._evaluator(calib.holdout_batches(), use_cache=False)
+            return FitnessEvaluator(self.model, config=self.search_cfg, use_cache=False,
+                                    **self._shard(calib.holdout_batches()))
         if self.selector.score == "test":
             return lambda: evaluate(self.model, self.eval_loader(), self.num_classes, self.device)["top1"]
         return None
@@ -181,16 +170,13 @@ class EvolQModule(L.LightningModule):
         if self.resumed_data_identity is not None:  # the fitness must be on the images the search started on
             check_same("checkpoint calibration data", self.resumed_data_identity, self.data_identity)
         self.ensure_calibrated(calib)
-        self.score = self._score(calib)
-        self.driver.evaluator = self._evaluator(calib.batches())
+        with self.phases("teacher"):  # the float model's outputs on the images each evaluator holds
+            self.score = self._score(calib)
+            self.driver.prepare(self.model, **self._shard(calib.batches()))
         if self.init_scales is None:  # a fresh run (a resumed one restores these)
             self.init_scales = snapshot_scales(self.model)
         with self.phases("search"):
             fitness = self.driver.start(self._steps_left())
-        if not math.isfinite(fitness):
-            where = first_nonfinite(self.model, self.driver.evaluator.batches[0])
-            raise ValueError(f"calibrated init: fitness {fitness} is not finite; the first non-finite "
-                             f"output comes from {where} (check the weights and the calibration images)")
         if (line := self.driver.evaluator.decision_line()) is not None:
             rank_zero_info(line)
         rank_zero_info(f"calibrated init: fitness {fitness:.6f} ({self.search_cfg.loss}), {len(self.units)} units "
@@ -236,45 +222,26 @@ class EvolQModule(L.LightningModule):
         self._finished = True
         self.selector.finalize(self.model)
         failure = checkpoint_failure(self.trainer)
-        if failure is not None and not self.evaluate_at_end:
-            raise IncompleteResultsError(f"the search finished, but {failure}")
-        if self.evaluate_at_end:
-            run = lambda: evaluate(self.model, self.eval_loader(), self.num_classes, self.device)  # noqa: E731
-            with self.phases("evaluation"):
-                results = final_results(self.run_settings(), self.driver, self.model, run, self.init_scales,
-                                        self.recorder, self.matmul_precision, self.note, self.device)
-            results["phase_seconds"] = dict(self.phases.seconds)
-            if failure is not None:  # the results are written all the same, then the run ends in one line
-                results.setdefault("missing", {})["checkpoint"] = failure
-            if self.trainer.is_global_zero:
-                q, s = self.quant_cfg, self.search_cfg
-                write_results(self.results_dir(), results, self.driver.history,
-                              f"{self.model_name} W{q.w_bits}A{q.a_bits} seed {s.seed}")
+        if not self.evaluate_at_end:
+            if failure is not None:
+                raise IncompleteResultsError(f"the search finished, but {failure}")
+            return
+        run = lambda: evaluate(self.model, self.eval_loader(), self.num_classes, self.device)  # noqa: E731
+        with self.phases("evaluation"):
+            results = final_results(self.run_settings(), self.driver, self.model, run, self.init_scales,
+                                    self.recorder, self.matmul_precision, self.note, self.device)
+        results["phase_seconds"] = dict(self.phases.seconds)
+        if failure is not None:  # the results are written all the same, then the run ends in one line
+            results.setdefault("missing", {})["checkpoint"] = failure
+        if self.trainer.is_global_zero:
+            q, s = self.quant_cfg, self.search_cfg
+            write_results(self.results_dir(), results, self.driver.history,
+                          f"{self.model_name} W{q.w_bits}A{q.a_bits} seed {s.seed}")
 
     # ----------------------------------------------------------------------------------------- validate
     def on_validation_start(self) -> None:
         if not is_calibrated(self.model):
             self.ensure_calibrated(self.calibration())
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        logits = self.model(x)
-        for metric in self.val_metrics.values():
-            metric.update(logits, y)
-
-    def _log_accuracy(self, prefix: str) -> None:
-        # in percent, as fit's table and results.json give top-1 (compute() syncs the processes under DDP)
-        for name, metric in self.val_metrics.items():
-            self.log(f"{prefix}/{name}", metric.compute() * 100, prog_bar=True)
-            metric.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_accuracy("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_accuracy("test")
-
-    test_step = validation_step
 
     # ----------------------------------------------------------------------------------------- checkpoints
     def run_settings(self) -> dict[str, Any]:
@@ -294,8 +261,7 @@ class EvolQModule(L.LightningModule):
                                "selection": self.selection, "driver": self.driver.state_dict(),
                                "selector": self.selector.state_dict(), "init_scales": self.init_scales,
                                "calibration": self.data_identity}
-        drop_float_weights(checkpoint, self.float_weights(), self.float_source if self.checkpoint_weights == "lean"
-                           else None, self.weights_digest)
+        self.float_weights.drop(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         resuming = self._trainer is not None and self._trainer.state.fn == "fit"
@@ -306,16 +272,7 @@ class EvolQModule(L.LightningModule):
             self.selector.load_state_dict(state["selector"])
             self.resumed_data_identity = state.get("calibration")  # checked once the data is read (fit start)
         self.init_scales = state["init_scales"]
-        fill_float_weights(checkpoint, self.float_weights(), self.float_source)
-
-    def float_weights(self) -> dict[str, torch.Tensor]:
-        """The float parameters (state-dict names), which a search never changes."""
-        return {f"model.{n}": p.detach() for n, p in self.model.named_parameters(remove_duplicate=False)}
-
-    def weights_digest(self) -> str:
-        if self._weights_digest is None:
-            self._weights_digest = weights_sha256(self.float_weights())
-        return self._weights_digest
+        self.float_weights.fill(checkpoint)
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Put a searched checkpoint (a weights-only loaded dict) into this module outside a Trainer, as

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from evolq_pl.io import atomic_path
 from evolq_pl.lightning.base_data import EvolQDataModule
-from evolq_pl.lightning.calibration import CalibrationData, check_eval_split, check_sizes, seeded_split, \
+from evolq_pl.search.calibration import CalibrationData, check_eval_split, check_sizes, seeded_split, \
     validation_split
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")

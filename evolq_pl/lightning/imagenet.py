@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from evolq_pl.lightning.base_data import EvolQDataModule
-from evolq_pl.lightning.calibration import CalibrationData, check_eval_split, check_sizes, seeded_split, \
+from evolq_pl.search.calibration import CalibrationData, check_eval_split, check_sizes, seeded_split, \
     validation_split
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

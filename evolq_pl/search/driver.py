@@ -5,10 +5,15 @@ or to the end; its ``state_dict`` is everything a resumed run needs besides the 
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
+import torch
+from torch import nn
+
 from evolq_pl.models.units import SearchUnit
-from evolq_pl.search.evaluator import FitnessEvaluator
+from evolq_pl.quant.modes import first_nonfinite
+from evolq_pl.search.evaluator import FitnessEvaluator, Reduce
 from evolq_pl.search.evolution import EvolutionarySearch, SearchConfig
 
 OnCandidate = Callable[[SearchUnit, float], None]
@@ -25,7 +30,7 @@ class SearchDriver:
     Args:
         units: the searched units (``search_units(model, …)``), in forward order.
         config: the search settings (passes, budget, seed …).
-        evaluator: the fitness of the model's current scales; may be set later, before ``start``
+        evaluator: the fitness of the model's current scales; or built later by ``prepare``, before ``start``
             (a Lightning run builds it once the calibration data is on the device).
         on_candidate: called with every evaluated candidate and its fitness (measurement only).
     """
@@ -41,6 +46,11 @@ class SearchDriver:
         self.fitness: float | None = None
         self.history: list[dict[str, Any]] = []
 
+    def prepare(self, model: nn.Module, batches: Sequence[torch.Tensor], reduce: Reduce | None = None) -> None:
+        """Build the evaluator: the fitness of ``model`` (quantized, calibrated) against its float self on
+        ``batches`` (resident on its device; this rank's share under DDP, ``reduce`` summing over ranks)."""
+        self.evaluator = FitnessEvaluator(model, batches, self.config, reduce=reduce)
+
     def start(self, max_steps: int | None = None) -> float:
         """Fitness of the starting scales (evaluated once; a restored driver keeps its own). ``max_steps``: the
         steps this run will take at most (a trainer's ``max_steps``/``fast_dev_run``), so that ``auto`` plans
@@ -49,6 +59,10 @@ class SearchDriver:
             raise RuntimeError("SearchDriver.evaluator is not set")
         if self.fitness_init is None:
             self.fitness_init = self.fitness = self.evaluator()
+            if not math.isfinite(self.fitness_init):
+                where = first_nonfinite(self.evaluator.model, self.evaluator.batches[0])
+                raise ValueError(f"calibrated init: fitness {self.fitness_init} is not finite; the first non-finite "
+                                 f"output comes from {where} (check the weights and the calibration images)")
         evaluations = self.remaining_evaluations
         if max_steps is not None:
             evaluations = min(evaluations, max(max_steps, 0) * self.config.cycles)
@@ -98,8 +112,7 @@ class SearchDriver:
 
     def summary(self) -> dict[str, Any]:
         """The search's own numbers for results.json (its evaluator's compile summary included)."""
-        compiled = self.evaluator.compile_summary() if self.evaluator is not None else \
-            {"compile_backend": None, "compile_seconds": 0.0, "compile_fallback": False, "compile_decision": None}
+        compiled = self.evaluator.compile_summary() if self.evaluator is not None else {}
         return {"fitness_init": self.fitness_init, "fitness_final": self.fitness, "evaluations": self.evaluations,
                 "rejected": self.search.rejected, "search_seconds": self.seconds, **compiled}
 

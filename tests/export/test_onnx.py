@@ -6,7 +6,7 @@ from evolq_pl import QuantConfig, calibrate, create_quant_model
 from evolq_pl.export import ExportError
 from evolq_pl.export.onnx_io import export_onnx
 from evolq_pl.lightning.fashion_mnist import FashionMNISTDataModule
-from evolq_pl.lightning.metrics import evaluate
+from evolq_pl.report.metrics import evaluate
 from evolq_pl.models.reference import reference_model
 
 ort = pytest.importorskip("onnxruntime", reason="pip install -e '.[export]'")

@@ -37,7 +37,7 @@ def test_lean_checkpoint_names_the_float_weights_and_stores_only_what_the_search
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["last.ckpt"]  # one file per step
     ckpt = load(tmp_path / "ck" / "last.ckpt")
     assert ckpt["evolq"]["float_weights"] == {"checkpoint_sha256": sha256_file(path),
-                                              "weights_sha256": weights_sha256(m.float_weights())}
+                                              "weights_sha256": weights_sha256(m.float_weights.weights())}
     params = {f"model.{n}" for n, _ in m.model.named_parameters()}
     assert not params & set(ckpt["state_dict"])
     quantizer_buffers = {k for k in m.state_dict() if k.endswith((".scale", ".zero_point"))}
@@ -157,7 +157,7 @@ def test_a_checkpoint_write_failing_mid_search_keeps_the_search_and_its_results(
     """(issue 28, defect 6: an OSError at a checkpoint write was a traceback and the search was lost)"""
     import errno
 
-    from evolq_pl.lightning.results import IncompleteResultsError
+    from evolq_pl.report.results import IncompleteResultsError
 
     m = module(float_file(tmp_path), output_dir=str(tmp_path / "out"))
     t = trainer(tmp_path, callbacks=[SearchCheckpoint(dirpath=tmp_path / "ck")])

@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from evolq_pl.lightning import EvolQModule
 from evolq_pl.lightning.base_data import EvolQDataModule
-from evolq_pl.lightning.calibration import CalibrationData
+from evolq_pl.search.calibration import CalibrationData
 from evolq_pl.lightning.checkpoint import CheckpointMismatchError
 from evolq_pl.models.random_weights import randomize_
 from evolq_pl.quant import QuantConfig, calibrate
@@ -59,7 +59,6 @@ def test_fit_writes_results_and_never_worsens(tmp_path, capsys):
     r = json.loads((tmp_path / "results.json").read_text())
     assert r["note"] == "what this run shows" and capsys.readouterr().out.splitlines()[0] == "what this run shows"
     assert r["eval_split"] == "test" and r["images_evolq"] == 64 and len(r["correct_evolq"]) == 16
-    assert data.search_steps is None  # handed back at the end of fit
     for key in ("model", "w_bits", "a_bits", "seed", "calib_size", "fitness_init", "fitness_final", "top1_float",
                 "top1_init", "top1_evolq", "top5_float", "top5_init", "top5_evolq", "evaluations", "search_seconds"):
         assert key in r
@@ -143,7 +142,7 @@ def test_nonfinite_values_name_the_first_module(tmp_path):
 
 def test_results_json_is_strict_and_survives_a_failed_evaluation(tmp_path):
     from evolq_pl.cli import user_error
-    from evolq_pl.lightning.results import IncompleteResultsError, strict_json
+    from evolq_pl.report.results import IncompleteResultsError, strict_json
 
     assert strict_json({"a": float("nan"), "b": [float("inf"), 1.0]}) == '{"a": null, "b": [null, 1.0]}'
 

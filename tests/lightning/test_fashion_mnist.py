@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from evolq_pl.lightning import fashion_mnist
-from evolq_pl.lightning.calibration import validation_split
+from evolq_pl.search.calibration import validation_split
 from evolq_pl.lightning.fashion_mnist import MEAN, STD, FashionMNISTDataModule
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from evolq_pl.lightning.fashion_mnist import DatasetNotFoundError, FashionMNISTDataModule, load_fashion_mnist
-from evolq_pl.lightning.metrics import evaluate
+from evolq_pl.report.metrics import evaluate
 from evolq_pl.models import CheckpointError, create_float_model
 from evolq_pl.models.reference import reference_model, reference_models
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from evolq_pl.lightning.plots import plot_landscape, plot_progress
+from evolq_pl.report.plots import plot_landscape, plot_progress
 from evolq_pl.models import search_units
 from evolq_pl.search import FitnessEvaluator, SearchConfig
 from evolq_pl.search.landscape import SweepSpec, directions, roughness, sweep

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from evolq_pl.lightning.selection import HoldoutSelector, TestSetSelector
+from evolq_pl.search.selection import HoldoutSelector, TestSetSelector
 from evolq_pl.quant import BitType, UniformQuantizer
 
 

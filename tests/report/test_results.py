@@ -4,7 +4,7 @@ import json
 import pytest
 
 from evolq_pl.io import WriteError
-from evolq_pl.lightning.results import write_results
+from evolq_pl.report.results import write_results
 from tests.test_io import file_size_limit
 
 

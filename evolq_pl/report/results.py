@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -13,8 +12,8 @@ import torch
 from torch import nn
 
 from evolq_pl.io import write_text_atomic
-from evolq_pl.lightning.metrics import evaluate, first_images, spearman
-from evolq_pl.lightning.plots import plot_progress
+from evolq_pl.report.metrics import evaluate, first_images, spearman
+from evolq_pl.report.plots import plot_progress
 from evolq_pl.quant import quant_disabled, scales_loaded
 from evolq_pl.search import SearchDriver
 
@@ -27,16 +26,6 @@ def peak_memory(device: torch.device) -> int:
         return torch.cuda.max_memory_allocated(device)
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def ensure_writable_dir(path: Path, field: str) -> None:
-    """Create ``path`` and write a probe file in it, or raise naming the field (before any expensive work)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):  # a unique name: several ranks probe the same folder at once
-            pass
-    except OSError as err:
-        raise ValueError(f"{field}={str(path)!r}: not a writable folder ({err.strerror or err})") from None
 
 
 def strict_json(data: Any, **kwargs: Any) -> str:

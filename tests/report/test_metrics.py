@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from evolq_pl.lightning.metrics import evaluate, first_images, spearman
+from evolq_pl.report.metrics import evaluate, first_images, spearman
 
 
 def test_spearman_by_hand():
