@@ -4,7 +4,8 @@
         --format safetensors --output deit_w4.safetensors [--overwrite] [--model.init_args.X value …]
 
 With ``--ckpt_path`` the searched scales are exported (the checkpoint must match the config; the config wins
-and a mismatch is refused). Without it the model is calibrated (the FQ-ViT initialisation) and exported.
+and a mismatch is refused); safetensors then reads no images (ONNX reads two, its tracing example). Without it
+the model is calibrated (the FQ-ViT initialisation) and exported.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError as err:
         raise SystemExit(f"error: {a.format} export needs the export extra: pip install 'evolq_pl[export]' ({err})")
     module, dm = build(a.config, extra, a.ckpt_path)
-    calib = dm.calibration_data()
+    # images only where they are used: to calibrate (no checkpoint) and as ONNX's tracing example
+    calib = dm.calibration_data() if a.ckpt_path is None or a.format == "onnx" else None
     if a.ckpt_path is None:
         calibrate(module.model, calib.batches())
     if a.format == "safetensors":

@@ -123,3 +123,17 @@ def test_resuming_a_finished_run_still_writes_its_results(searched, tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     resumed = json.loads((tmp_path / "results.json").read_text())
     assert resumed["evaluations"] == results["evaluations"] and resumed["top1_evolq"] == results["top1_evolq"]
+
+
+def test_safetensors_export_from_a_checkpoint_reads_no_images(searched, tmp_path):
+    """(issue 24) The searched scales and the float weights come from the checkpoint and the config: with a data
+    folder that holds no images the export still succeeds, and gives the file an export with the data gives."""
+    _, ckpt, _ = searched
+    (tmp_path / "no_images").mkdir()
+    files = {}
+    for name, data in (("with_data", []), ("no_images", ["--data.init_args.root", str(tmp_path / "no_images")])):
+        files[name] = tmp_path / f"{name}.safetensors"
+        out = cli("export", "--config", DEIT, "--ckpt_path", str(ckpt), "--format", "safetensors",
+                  "--output", str(files[name]), *SMALL, *data)
+        assert out.returncode == 0, out.stderr[-2000:]
+    assert files["no_images"].read_bytes() == files["with_data"].read_bytes()
