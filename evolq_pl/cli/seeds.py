@@ -4,14 +4,15 @@
         --seeds 0 1 2 --gpus 0 1 2 --out runs/seeds/deit_small_w4a8 [--model.init_args.X value …: fit's options, passed on]
 
 Each seed runs ``evolq-pl fit`` with the search seed and the calibration-subset seed set to it, and keeps
-everything (logs, checkpoints, results.json) in ``<out>/seed<k>/``; then ``summary.md`` and ``summary.csv``
-hold mean ± std (sample std, ddof = 1) per metric, and ``summary.md`` the paired comparison of Evol-Q with the
-calibrated init: the mean top-1 difference over seeds with its 95 % t interval, and the exact McNemar test on
-per-image correctness pooled over seeds (a gain is claimed only where the interval lies above zero).
+everything (logs, checkpoints, results.json) in ``<out>/seed<k>/``; then ``summary.md`` and ``summary.csv`` are
+written by ``evolq_pl.report.seeds`` (mean ± std per metric, and the paired comparison of Evol-Q with the init).
 
 Rerunning into the same ``--out`` skips finished seeds of the same settings, resumes an interrupted seed from
-its last.ckpt, and refuses a folder that holds a run with other settings. ``--print_commands`` prints one
-command per seed (for a cluster scheduler) and runs nothing; ``--summary_only`` aggregates afterwards.
+its last.ckpt, and refuses a folder that holds a run with other settings. Settings are compared as fit's parser
+resolves them (``seed<k>/run.json`` records them), so the order of the overrides, ``--k=v`` or ``--k v``, and
+which config file set a value do not matter; what differs per seed by design (the seeds, the output folders) is
+left out. ``--print_commands`` prints one command per seed (for a cluster scheduler) and runs nothing;
+``--summary_only`` aggregates afterwards.
 
 A seed folder is locked (``seed<k>/.lock``, holding the pid) while a seeds command runs in it; its ``fit``
 holds the lock too, so a second seeds command on the same folder is refused even after the first one was
@@ -20,39 +21,29 @@ keep their last.ckpt); seeds waits for them, then exits with 128 + the signal nu
 """
 from __future__ import annotations
 
-import csv
 import fcntl
-import hashlib
+import io
 import json
 import os
 import shlex
 import signal
-import statistics
 import subprocess
 import sys
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, redirect_stdout
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Callable, Iterator
 
+import yaml
+
 from evolq_pl.cli.argv import command_parser
-from evolq_pl.io import atomic_path, write_text_atomic
-from evolq_pl.report.stats import compare_runs, describe, verdict
+from evolq_pl.io import write_text_atomic
+from evolq_pl.report.seeds import SeedsError, finished, refuse_other_settings, seed_dir, summarise, sweep_settings
 
 # arguments the seeds command sets for every seed itself
 SEED_OWNED = ("--run_dir", "--ckpt_path", "--model.init_args.search.seed", "--data.init_args.seed", "--seed_everything")
-METRICS = ("top1_float", "top1_init", "top1_evolq", "top5_float", "top5_init", "top5_evolq", "fitness_init",
-           "fitness_final", "fitness_gain", "evaluations", "search_seconds")
-# summary.md's digits by the metric's first word: the fitness moves in its 4th-6th significant digit
-METRIC_FORMAT = {"top1": ".2f", "top5": ".2f", "fitness": ".6f", "evaluations": ".0f", "search": ".1f"}
-
-
 LOCK = ".lock"
 USAGE_EXIT = 2  # the status of a one-line error (a bad value, a config): the same command fails the same way
-
-
-class SeedsError(ValueError):
-    pass
 
 
 class SeedsInterrupted(SeedsError):
@@ -65,17 +56,24 @@ class SeedsInterrupted(SeedsError):
         super().__init__(f"seeds stopped by {name} ({passed}); rerun the same command to resume")
 
 
-def fingerprint(configs: list[str], extra: list[str]) -> str:
-    """What the user asked for, seed aside: the config files' contents and the extra arguments."""
-    h = hashlib.sha256()
-    for c in configs:
-        h.update(Path(c).read_bytes())
-    h.update(json.dumps(extra).encode())
-    return h.hexdigest()[:16]
-
-
-def seed_dir(out: Path, seed: int) -> Path:
-    return out / f"seed{seed}"
+def fit_settings(configs: list[str], extra: list[str]) -> dict[str, Any]:
+    """The settings every seed's ``fit`` runs with, as fit's own parser resolves them (so neither the order of the
+    overrides nor ``--k=v`` vs ``--k v`` matters, and an edited config file does), less what differs per seed.
+    Parsed in this process through ``--print_config``, which prints the config and exits before anything is built."""
+    from evolq_pl.cli.trainer_cli import EvolQCLI, quiet_expected_warnings  # Lightning: only when seeds run
+    quiet_expected_warnings()
+    printed = io.StringIO()
+    try:
+        with redirect_stdout(printed):
+            EvolQCLI(args=["fit", *(a for c in configs for a in ("--config", c)), *extra, "--print_config"])
+    except SystemExit as stop:  # --print_config's way out; an argument fit refuses raises its one line instead
+        if stop.code not in (0, None):
+            raise
+    config = yaml.safe_load(printed.getvalue())
+    if not isinstance(config, dict):
+        raise SeedsError(f"fit's parser printed no config for --config={configs} with {extra}; run evolq-pl fit "
+                         "with them and --print_config to see why")
+    return sweep_settings(config)
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
@@ -93,24 +91,6 @@ def seed_command(configs: list[str], seed: int, out: Path, extra: list[str]) -> 
             "--seed_everything", str(seed), "--run_dir", str(run_dir), *extra]
     ckpt = last_checkpoint(run_dir) if not finished(out, seed) else None
     return cmd + (["--ckpt_path", str(ckpt)] if ckpt else [])
-
-
-def read_results(path: Path) -> dict[str, Any]:
-    """A seed's results.json; a damaged one is named in one line."""
-    try:
-        results = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise SeedsError(f"{path} is damaged (not JSON: {err}); delete it and rerun that seed") from None
-    if not isinstance(results, dict):
-        raise SeedsError(f"{path} is damaged (a JSON {type(results).__name__}, not an object); delete it and "
-                         "rerun that seed")
-    return results
-
-
-def finished(out: Path, seed: int) -> bool:
-    """results.json written with every measurement (one listing ``missing`` is rerun: it resumes)."""
-    path = seed_dir(out, seed) / "results.json"
-    return path.exists() and "missing" not in read_results(path)
 
 
 def note_holder(fd: int, pid: int) -> None:
@@ -185,22 +165,17 @@ def check_arguments(configs: list[str], extra: list[str]) -> None:
         raise SeedsError(f"{owned[0].split('=')[0]} is set per seed by the seeds command; remove it")
 
 
-def plan(configs: list[str], seeds: list[int], out: Path, extra: list[str]) -> list[int]:
-    """Seeds still to run; refuses a seed folder that holds a run of other settings."""
+def plan(configs: list[str], seeds: list[int], out: Path, extra: list[str],
+         settings: dict[str, Any] | None = None) -> list[int]:
+    """Seeds still to run; refuses a seed folder that holds a run of other settings (``settings``: those of
+    ``configs`` and ``extra``, parsed here when not given)."""
     check_arguments(configs, extra)
-    key, todo = fingerprint(configs, extra), []
+    todo = []
     for seed in seeds:
         marker = seed_dir(out, seed) / "run.json"
         if marker.exists():
-            try:
-                stored = json.loads(marker.read_text())
-            except ValueError:
-                raise SeedsError(f"{marker} is damaged; delete {seed_dir(out, seed)} to rerun that seed") from None
-            if stored.get("fingerprint") != key:
-                raise SeedsError(f"--out={str(out)!r}: {seed_dir(out, seed)} holds a run of other settings "
-                                 f"(configs {stored.get('configs')} with arguments {stored.get('extra')}; now "
-                                 f"{configs} with {extra}, or a config file changed since); use another --out "
-                                 "or delete that folder")
+            settings = fit_settings(configs, extra) if settings is None else settings
+            refuse_other_settings(marker, out, configs, extra, settings)
             if finished(out, seed):
                 print(f"seed {seed}: finished earlier with the same settings, skipped", file=sys.stderr)
                 continue
@@ -208,32 +183,35 @@ def plan(configs: list[str], seeds: list[int], out: Path, extra: list[str]) -> l
     return todo
 
 
-def mark(configs: list[str], seed: int, out: Path, extra: list[str]) -> None:
+def mark(configs: list[str], seed: int, out: Path, extra: list[str], settings: dict[str, Any] | None = None) -> None:
     """Record in the seed's folder which settings it runs (read by ``plan`` on a rerun)."""
+    settings = fit_settings(configs, extra) if settings is None else settings
     seed_dir(out, seed).mkdir(parents=True, exist_ok=True)
     write_text_atomic(seed_dir(out, seed) / "run.json", json.dumps(
-        {"fingerprint": fingerprint(configs, extra), "configs": configs, "extra": extra, "seed": seed}))
+        {"settings": settings, "configs": configs, "extra": extra, "seed": seed}, indent=1))
 
 
-def start_seed(configs: list[str], seed: int, out: Path, extra: list[str], gpu: str | None,
-               lock: int) -> subprocess.Popen:
+def start_seed(configs: list[str], seed: int, out: Path, extra: list[str], gpu: str | None, lock: int,
+               settings: dict[str, Any] | None = None) -> subprocess.Popen:
     """The seed's ``fit`` (seeing only ``gpu``), in its own session (a terminal's Ctrl-C reaches it once, through
     seeds), holding the seed folder's lock with seeds."""
     env = dict(os.environ)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
-    mark(configs, seed, out, extra)
+    mark(configs, seed, out, extra, settings)
     child = subprocess.Popen(seed_command(configs, seed, out, extra), env=env, pass_fds=(lock,),
                              start_new_session=True)
     note_holder(lock, child.pid)
     return child
 
 
-def run_seeds(configs: list[str], seeds: list[int], out: Path, gpus: list[str], extra: list[str]) -> None:
+def run_seeds(configs: list[str], seeds: list[int], out: Path, gpus: list[str], extra: list[str],
+              settings: dict[str, Any] | None = None) -> None:
     """Waves of one process per GPU (each sees only its device); sequential on CPU. A seed that exits
     non-zero or writes no results.json is a failure; the others still run. SIGTERM/SIGINT: passed on to the
     running fits, which are waited for; no further wave starts (``SeedsInterrupted``)."""
     slots, exits = gpus or [None], {}
+    settings = fit_settings(configs, extra) if settings is None and seeds else settings
     with ExitStack() as stack:
         locks = {seed: stack.enter_context(seed_lock(seed_dir(out, seed))) for seed in seeds}
         forwarder = stack.enter_context(SignalForwarder())
@@ -241,7 +219,7 @@ def run_seeds(configs: list[str], seeds: list[int], out: Path, gpus: list[str], 
             if forwarder.received:
                 break
             exits.update(run_wave(list(zip(seeds[start:start + len(slots)], slots)), forwarder,
-                                  lambda seed, gpu: start_seed(configs, seed, out, extra, gpu, locks[seed])))
+                                  lambda seed, gpu: start_seed(configs, seed, out, extra, gpu, locks[seed], settings)))
     if forwarder.received:
         pids = forwarder.signalled
         raise SeedsInterrupted(forwarder.received[0], [s for s, (pid, _) in exits.items() if pid in pids])
@@ -284,77 +262,6 @@ def failure_message(failed: list[tuple[int, int]], resumable: Callable[[int], bo
     return "; ".join(parts)
 
 
-def comparable(settings: dict[str, Any]) -> dict[str, Any]:
-    search = {k: v for k, v in settings.get("search", {}).items() if k != "seed"}
-    return {**settings, "search": search}
-
-
-def load_runs(out: Path, seeds: list[int]) -> dict[int, dict[str, Any]]:
-    """Per-seed results; refuses missing seeds and seeds whose settings differ (model, bits, search, calib size)."""
-    missing = [s for s in seeds if not (seed_dir(out, s) / "results.json").exists()]
-    if missing:
-        raise SeedsError(f"no results.json for seed(s) {missing} under --out={str(out)!r}; run them first "
-                         "(without --summary_only) or leave them out of --seeds")
-    runs = {s: read_results(seed_dir(out, s) / "results.json") for s in seeds}
-    partial = {s: r["missing"] for s, r in runs.items() if "missing" in r}
-    if partial:
-        raise SeedsError(f"seed(s) {sorted(partial)} lack measurements {partial}; rerun them (without --summary_only)")
-    reference = comparable(runs[seeds[0]].get("settings", {}))
-    for s, r in runs.items():
-        if comparable(r.get("settings", {})) != reference:
-            raise SeedsError(f"seed {s} ran with other settings than seed {seeds[0]} "
-                             f"({r.get('model')} W{r.get('w_bits')}A{r.get('a_bits')} vs "
-                             f"{runs[seeds[0]].get('model')} W{runs[seeds[0]].get('w_bits')}A{runs[seeds[0]].get('a_bits')}"
-                             "); they are not averaged")
-    return runs
-
-
-def metric_value(run: dict[str, Any], metric: str) -> float | None:
-    """A results.json value, or ``fitness_gain`` (init − final: what the search moved)."""
-    if metric == "fitness_gain":
-        init, final = run.get("fitness_init"), run.get("fitness_final")
-        return None if init is None or final is None else init - final
-    return run.get(metric)
-
-
-def summarise(out: Path, seeds: list[int]) -> dict[str, Any]:
-    """Read ``<out>/seed<k>/results.json``; write summary.md / summary.csv with mean ± std (ddof = 1)."""
-    runs = load_runs(out, seeds)
-    rows = []
-    for metric in METRICS:
-        values = [metric_value(r, metric) for r in runs.values() if metric_value(r, metric) is not None]
-        if len(values) == len(runs):
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            rows.append({"metric": metric, "mean": statistics.mean(values), "std": std,
-                         **{f"seed{s}": metric_value(runs[s], metric) for s in seeds}})
-    with atomic_path(out / "summary.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["metric", "mean", "std", *(f"seed{s}" for s in seeds)])
-        writer.writeheader()
-        writer.writerows(rows)
-    first = next(iter(runs.values()))
-    lines = [f"# {first.get('model')} W{first.get('w_bits')}A{first.get('a_bits')}, seeds {', '.join(map(str, seeds))}", "",
-             "| metric | mean ± std | " + " | ".join(f"seed {s}" for s in seeds) + " |",
-             "|---|---|" + "---|" * len(seeds)]
-    for r in rows:
-        f = METRIC_FORMAT[r["metric"].split("_")[0]]
-        lines.append(f"| {r['metric']} | {r['mean']:{f}} ± {r['std']:{f}} | "
-                     + " | ".join(f"{r[f'seed{s}']:{f}}" for s in seeds) + " |")
-    paired = compare_runs([runs[s] for s in seeds])
-    lines += ["", "std: sample standard deviation over seeds (ddof = 1).", "", paired_line(paired),
-              "Per-seed files: " + ", ".join(str(seed_dir(out, s) / "results.json") for s in seeds)]
-    write_text_atomic(out / "summary.md", "\n".join(lines) + "\n")
-    return {"rows": rows, "runs": runs, "paired": paired}
-
-
-def paired_line(p: dict[str, Any] | None) -> str:
-    if p is None:
-        return "No paired comparison: a run lacks the init or the Evol-Q top-1."
-    counts = f" ({p['only_new']} images only Evol-Q gets right, {p['only_base']} only init, pooled over " \
-             "seeds)" if "mcnemar_p" in p else ""
-    return (f"Evol-Q − init, top-1, paired over {p['n_seeds']} seeds (mean [95 % t interval, ddof = 1]): "
-            f"{describe(p)}{counts}: {verdict(p)}.")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser, argv, extra = command_parser("seeds", __doc__, argv)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -367,15 +274,17 @@ def main(argv: list[str] | None = None) -> None:
     out: Path = args.out.resolve()  # printed commands work from any folder
     configs = [str(Path(c).resolve()) for c in args.config]
     if not args.summary_only:
-        todo = plan(configs, args.seeds, out, extra)
+        check_arguments(configs, extra)  # a missing config is named before fit's parser reads it
+        settings = fit_settings(configs, extra)
+        todo = plan(configs, args.seeds, out, extra, settings)
         if args.print_commands:
             for seed in todo:
                 with seed_lock(seed_dir(out, seed)):  # not a folder a fit runs in now
-                    mark(configs, seed, out, extra)
+                    mark(configs, seed, out, extra, settings)
                 print(shlex.join(seed_command(configs, seed, out, extra)))
             return
         try:
-            run_seeds(configs, todo, out, args.gpus, extra)
+            run_seeds(configs, todo, out, args.gpus, extra, settings)
         except SeedsInterrupted as stop:
             print(f"error: {stop}", file=sys.stderr)
             raise SystemExit(128 + stop.signum) from None

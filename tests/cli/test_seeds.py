@@ -1,4 +1,5 @@
-"""The seeds command aggregates per-seed results (two seeds on CPU, tiny model)."""
+"""The seeds command runs a config per seed (two seeds on CPU, tiny model), resumes, refuses other settings and
+stops cleanly; the summary itself is tested in tests/report/test_seeds.py."""
 import json
 import os
 import subprocess
@@ -6,34 +7,9 @@ import sys
 
 import pytest
 
-from evolq_pl.cli.seeds import summarise
+from evolq_pl.cli.seeds import SeedsError, mark, plan
+from evolq_pl.report.seeds import legacy_fingerprint
 from tests.cli.test_trainer_cli import ROOT, tiny_config
-
-
-def test_summarise_by_hand(tmp_path):
-    # 4 test images; per seed (init, Evol-Q) top-1 and correctness (hex, first image in the highest bit):
-    # seed 0 75 → 100 (image 3 only Evol-Q), seed 1 25 → 75 (images 1, 2 only Evol-Q): deltas +25, +50
-    for seed, init, top1, ci, ce in ((0, 75.0, 100.0, "e", "f"), (1, 25.0, 75.0, "8", "e")):
-        (tmp_path / f"seed{seed}").mkdir()
-        (tmp_path / f"seed{seed}" / "results.json").write_text(json.dumps(
-            {"model": "m", "w_bits": 4, "a_bits": 8, "top1_init": init, "top1_evolq": top1, "fitness_init": 2.0,
-             "fitness_final": 2.0 - 0.001 * (seed + 1), "correct_init": ci, "correct_evolq": ce, "images_init": 4, "images_evolq": 4}))
-    summary = summarise(tmp_path, [0, 1])
-    rows = {r["metric"]: r for r in summary["rows"]}
-    assert rows["top1_evolq"]["mean"] == 87.5 and rows["top1_evolq"]["std"] == pytest.approx(12.5 * 2**0.5)
-    text = (tmp_path / "summary.md").read_text()
-    assert "| top1_evolq | 87.50 ± 17.68 | 100.00 | 75.00 |" in text
-    # (issue 27, 6: the fitness was shown as "25.74 ± 0.017" before and after the search) the digits that move,
-    # and the gain itself: 0.001 and 0.002, mean 0.0015, sd 0.001/√2
-    assert "| fitness_final | 1.998500 ± 0.000707 | 1.999000 | 1.998000 |" in text
-    assert "| fitness_gain | 0.001500 ± 0.000707 | 0.001000 | 0.002000 |" in text
-    # mean 37.5, sd 25/√2, half-width t(0.975, 1)·sd/√2 = 12.7062·12.5 = 158.83; 3 discordant images, all for
-    # Evol-Q: exact McNemar p = 2·(1/2)³ = 0.25
-    p = summary["paired"]
-    assert p["mcnemar_p"] == pytest.approx(0.25) and (p["only_new"], p["only_base"]) == (3, 0)
-    assert p["delta_ci95"] == pytest.approx([37.5 - 158.8275, 37.5 + 158.8275], abs=1e-3)
-    assert "+37.50 [-121.33, +196.33], McNemar p = 0.25 (3 images only Evol-Q" in text
-    assert "no claim (the interval holds 0)" in text
 
 
 def test_seeds_command_two_seeds_cpu(tmp_path, fashion_mnist_available):
@@ -63,7 +39,10 @@ def test_seeds_command_two_seeds_cpu(tmp_path, fashion_mnist_available):
     assert (tmp_path / "seeds" / "seed0" / "results.json").stat().st_mtime_ns == stamp
 
     other = seeds("--seeds", "0", "1", "--", "--model.init_args.quant.w_bits", "3")
-    assert other.returncode == 2 and "holds a run of other settings" in other.stderr and "Traceback" not in other.stderr
+    assert other.returncode == 2 and "Traceback" not in other.stderr
+    assert other.stderr.startswith(f"error: --out={str(tmp_path / 'seeds')!r}: {tmp_path / 'seeds' / 'seed0'} holds a "
+                                   "run of other settings (model.init_args.quant.w_bits=4 there, 3 now; "
+                                   "trainer.callbacks=[] there, unset now; "), other.stderr
 
     missing = seeds("--seeds", "0", "1", "2", "--summary-only")
     assert missing.returncode == 2 and "no results.json for seed(s) [2]" in missing.stderr
@@ -79,18 +58,7 @@ def test_seeds_command_two_seeds_cpu(tmp_path, fashion_mnist_available):
     assert resumed.stdout.strip().endswith(f"--ckpt_path {tmp_path / 'seeds' / 'seed2' / 'checkpoints' / 'last.ckpt'}")
 
 
-def test_summarise_refuses_runs_of_other_settings(tmp_path):
-    for seed, bits in ((0, 4), (1, 3)):
-        (tmp_path / f"seed{seed}").mkdir()
-        settings = {"model": "m", "quant": {"w_bits": bits}, "search": {"passes": 10, "seed": seed}}
-        (tmp_path / f"seed{seed}" / "results.json").write_text(json.dumps(
-            {"model": "m", "w_bits": bits, "a_bits": 8, "top1_evolq": 80.0, "settings": settings}))
-    with pytest.raises(ValueError, match="seed 1 ran with other settings than seed 0 .*W3A8 vs m W4A8"):
-        summarise(tmp_path, [0, 1])
-
-
-def test_plan_refuses_missing_configs_seed_owned_arguments_and_partial_results(tmp_path):
-    from evolq_pl.cli.seeds import SeedsError, mark, plan
+def test_plan_refuses_missing_configs_seed_owned_arguments_and_reruns_partial_results(tmp_path):
     config = tiny_config(tmp_path)
     with pytest.raises(SeedsError, match="--config='nope.yaml': no such file"):
         plan(["nope.yaml"], [0], tmp_path / "s", [])
@@ -99,8 +67,39 @@ def test_plan_refuses_missing_configs_seed_owned_arguments_and_partial_results(t
     mark([str(config)], 0, tmp_path / "s", [])
     (tmp_path / "s" / "seed0" / "results.json").write_text(json.dumps({"missing": {"init": "OSError: disk"}}))
     assert plan([str(config)], [0], tmp_path / "s", []) == [0]  # a partial result is rerun (it resumes)
-    with pytest.raises(SeedsError, match=r"seed\(s\) \[0\] lack measurements"):
-        summarise(tmp_path / "s", [0])
+
+
+def test_plan_compares_parsed_settings_not_argument_strings(tmp_path):
+    # issue 27: the same overrides in another order or in --k=v form, or a config file rewritten with the same
+    # values, are the same settings; a different value (given or in the config file) is refused, naming the key
+    config, out = str(tiny_config(tmp_path)), tmp_path / "s"
+    mark([config], 0, out, ["--model.init_args.quant.w_bits", "3", "--trainer.max_steps", "5"])
+    (out / "seed0" / "results.json").write_text(json.dumps({"top1_evolq": 80.0}))  # finished: skipped
+    same = ["--trainer.max_steps=5", "--model.init_args.quant.w_bits=3", "--model.init_args.search.passes", "1"]
+    assert plan([config], [0, 1], out, same) == [1]
+    with pytest.raises(SeedsError, match=r"seed0 holds a run of other settings \(model\.init_args\.quant\.w_bits=3 "
+                                         r"there, 4 now\); use another --out or delete that folder$"):
+        plan([config], [0], out, ["--trainer.max_steps=5", "--model.init_args.quant.w_bits=4"])
+    import yaml
+    values = yaml.safe_load(open(config))
+    open(config, "w").write(yaml.safe_dump(values, sort_keys=False, default_flow_style=True))  # other bytes
+    assert plan([config], [0], out, same) == []
+    values["data"]["init_args"]["calib_size"] = 200
+    open(config, "w").write(yaml.safe_dump(values))
+    with pytest.raises(SeedsError, match=r"\(data\.init_args\.calib_size=100 there, 200 now\)"):
+        plan([config], [0], out, same)
+
+
+def test_a_seed_folder_recorded_by_argument_strings_still_resumes_under_the_same_command(tmp_path):
+    # run.json written before settings were compared by value holds the fingerprint of the arguments as given
+    config, out, extra = str(tiny_config(tmp_path)), tmp_path / "s", ["--trainer.max_steps", "5"]
+    (out / "seed0").mkdir(parents=True)
+    (out / "seed0" / "run.json").write_text(json.dumps(
+        {"fingerprint": legacy_fingerprint([config], extra), "configs": [config], "extra": extra, "seed": 0}))
+    assert plan([config], [0], out, extra) == [0]
+    with pytest.raises(SeedsError, match=r"holds a run of other settings \(configs .* with arguments "
+                                         r"\['--trainer.max_steps', '5'\] there, .* with \['--trainer.max_steps=5'\] now"):
+        plan([config], [0], out, ["--trainer.max_steps=5"])
 
 
 # A stand-in for a seed's ``fit`` (argv[1]: its seed folder): says when it is ready, then on SIGTERM/SIGINT
@@ -128,7 +127,7 @@ main(["seeds", *sys.argv[2:]])
 """
 
 
-def wait_for(path, timeout=30.0):
+def wait_for(path, timeout=120.0):  # seeds parses fit's settings (imports Lightning) first
     import time
     end = time.monotonic() + timeout
     while not path.exists():
@@ -147,7 +146,7 @@ def test_a_signal_is_passed_on_to_the_running_fit_and_waited_for(tmp_path, sig):
     try:
         fit_pid = wait_for(out / "seed0" / "ready").read_text()
         # the folder is locked while its fit runs: a second seeds command is refused, naming the folder and pid
-        second = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=20)
+        second = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
         seeds.send_signal(signum)
         _, err = seeds.communicate(timeout=60)
     finally:
@@ -162,7 +161,7 @@ def test_a_signal_is_passed_on_to_the_running_fit_and_waited_for(tmp_path, sig):
 
 
 def test_the_fit_keeps_its_folder_locked_and_a_dead_holder_does_not_block(tmp_path):
-    from evolq_pl.cli.seeds import SeedsError, seed_lock, start_seed
+    from evolq_pl.cli.seeds import seed_lock, start_seed
     config, out = str(tiny_config(tmp_path)), tmp_path / "seeds"
     folder = out / "seed0"
     with seed_lock(folder) as lock:
@@ -195,7 +194,7 @@ def fake_exits(monkeypatch, codes):
 
 
 def test_the_resume_hint_only_where_a_rerun_can_resume(tmp_path, monkeypatch):
-    from evolq_pl.cli.seeds import SeedsError, run_seeds
+    from evolq_pl.cli.seeds import run_seeds
     config = str(tiny_config(tmp_path))
     fake_exits(monkeypatch, {0: 2, 1: 1})
     with pytest.raises(SeedsError) as info:
@@ -218,7 +217,6 @@ def test_the_resume_hint_only_where_a_rerun_can_resume(tmp_path, monkeypatch):
 @pytest.mark.parametrize("summary_only", [True, False])
 @pytest.mark.parametrize("damage, what", [("{\"top1", "not JSON: "), ("[1, 2]", "a JSON list, not an object")])
 def test_a_damaged_results_file_is_named_in_one_line(tmp_path, summary_only, damage, what):
-    from evolq_pl.cli.seeds import mark
     config, out = tiny_config(tmp_path), tmp_path / "seeds"
     mark([str(config.resolve())], 0, out, [])
     (out / "seed0" / "results.json").write_text(damage)

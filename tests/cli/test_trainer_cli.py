@@ -62,12 +62,18 @@ def test_fit_validate_print_config(tmp_path, fashion_mnist_available):
     assert printed.returncode == 0 and "model_name: deit_tiny_patch16_224" in printed.stdout
 
 
-def test_bad_config_fails_before_work(tmp_path):
+@pytest.mark.parametrize("args, error", [
+    (("--model.init_args.search.loss", "l1"), "error: search.loss='l1': unknown; accepted: cosine, infonce, kl, mse"),
+    (("--model.init_args.model_name", "resnet50"), "error: unknown model 'resnet50'; supported: vit_base_patch16_224, "),
+])
+def test_bad_config_fails_before_work(tmp_path, args, error):
+    # (issue 25: this checked only the message) before work: one line, and nothing calibrated, searched or written:
+    # fit's first steps write the logger's folder with config.yaml, then checkpoints and results.json
     config = tiny_config(tmp_path)
-    bad = cli("fit", "--config", str(config), "--model.init_args.search.loss", "l1")
-    assert bad.returncode != 0 and "search.loss='l1'" in bad.stderr
-    bad = cli("fit", "--config", str(config), "--model.init_args.model_name", "resnet50")
-    assert bad.returncode != 0 and "unknown model 'resnet50'" in bad.stderr
+    bad = cli("fit", "--config", str(config), *args)
+    assert bad.returncode == 2 and bad.stderr.splitlines()[-2].startswith(error), bad.stderr[-2000:]
+    assert "Traceback" not in bad.stderr and "calibrated init" not in bad.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
 
 
 def test_fit_into_a_finished_run_folder_is_refused_before_work(tmp_path):
