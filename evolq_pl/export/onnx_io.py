@@ -18,50 +18,72 @@ for the integer kernels (BENCHMARKS.md, export section, measures both).
 """
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import torch
 from torch import nn
 
-from evolq_pl.export.safetensors_io import ExportError, check_output
+from evolq_pl.export.output import ExportError, check_output
 from evolq_pl.io import atomic_path
 from evolq_pl.quant.quantizer import UniformQuantizer, channel_dim_of, is_calibrated, quantizers
 
 
-class _QDQ(UniformQuantizer):
-    """Export-time behaviour of an activation quantizer: PyTorch's fake-quant ops, which the exporter writes as
-    ONNX QuantizeLinear → DequantizeLinear (x·(1/s) rounding)."""
+class _Traced(UniformQuantizer):
+    """Export-time quantizer: what depends on its parameters' size is decided before tracing (the tracer records
+    ``numel()`` as a tensor, and a Python branch on one is a TracerWarning): ``single`` (one scale) is the class's."""
+
+    single: ClassVar[bool]
+
+    def check_calibrated(self) -> None:
+        """Nothing to check: ``export_onnx`` refused an uncalibrated model before tracing."""
+
+    def broadcast(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.single:
+            return t
+        shape = [1] * x.dim()
+        shape[channel_dim_of(x, self.is_weight)] = -1
+        return t.view(shape)
+
+
+class _QDQ(_Traced):
+    """An activation quantizer at export: PyTorch's fake-quant ops, which the exporter writes as ONNX
+    QuantizeLinear → DequantizeLinear (x·(1/s) rounding). One scale goes as a scalar, ONNX's per-tensor form (a
+    one-element 1-D scale reads as per-axis: onnxruntime's bias quantization then warns, MergeShapeInfo)."""
 
     def quantize(self, x: torch.Tensor) -> torch.Tensor:
         lo, hi = self.bit_type.lower, self.bit_type.upper
         zp = self.zero_point.round().to(torch.int32)
-        if self.scale.numel() == 1:
-            return torch.fake_quantize_per_tensor_affine(x, self.scale.float(), zp, lo, hi)
+        if self.single:
+            return torch.fake_quantize_per_tensor_affine(x, self.scale.float().reshape(()), zp.reshape(()), lo, hi)
         return torch.fake_quantize_per_channel_affine(x, self.scale, zp, channel_dim_of(x, self.is_weight), lo, hi)
 
 
-_QDQ_CLASSES: dict[type, type] = {}
+@functools.cache
+def _export_class(cls: type, single: bool, qdq: bool) -> type:
+    """``cls`` at export (one subclass per quantizer class and kind, made once)."""
+    return type(f"{'QDQ' if qdq else 'Traced'}{cls.__name__}", (_QDQ if qdq else _Traced, cls), {"single": single})
 
 
-def _qdq_class(cls: type) -> type:
-    """``cls`` with the export-time ``quantize`` (one subclass per quantizer class, made once)."""
-    if cls not in _QDQ_CLASSES:
-        _QDQ_CLASSES[cls] = type(f"QDQ{cls.__name__}", (_QDQ, cls), {})
-    return _QDQ_CLASSES[cls]
+def _exp2(g, x):  # noqa: ANN001, ANN202 (a TorchScript exporter symbolic)
+    return g.op("Pow", g.op("Constant", value_t=torch.tensor(2.0)), x)
 
 
 @contextmanager
-def qdq_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Activation quantizers take their export-time class for the duration (the core holds no export flag);
-    weight quantizers keep theirs, so weights are the forward's own values."""
-    swapped = [(q, type(q)) for q in quantizers(model).values() if not q.is_weight]
+def export_mode(model: nn.Module, opset: int) -> Iterator[nn.Module]:
+    """For the duration (the core holds no export flag): activation quantizers take their QDQ class and weight
+    quantizers their traced one, so that weights are the forward's own values; the exporter, which has no exp2
+    (the core's powers of two), writes it as Pow(2, x)."""
+    swapped = [(q, type(q)) for q in quantizers(model).values()]
     for q, cls in swapped:
-        q.__class__ = _qdq_class(cls)
+        q.__class__ = _export_class(cls, q.scale.numel() == 1, not q.is_weight)
+    torch.onnx.register_custom_op_symbolic("aten::exp2", _exp2, opset)
     try:
         yield model
     finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::exp2", opset)
         for q, cls in swapped:
             q.__class__ = cls
 
@@ -87,7 +109,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, overw
     if not is_calibrated(model):
         raise ExportError("model is not calibrated: calibrate (or load a searched checkpoint) before export")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with qdq_mode(model), torch.no_grad(), atomic_path(path) as tmp:  # never a partial or truncated file
+    with export_mode(model, opset), torch.no_grad(), atomic_path(path) as tmp:  # never a partial or truncated file
         torch.onnx.export(model, (example,), str(tmp), input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
                           dynamo=False)

@@ -9,14 +9,12 @@ mean and std (``bc_mean``, ``bc_std``), which cancels any per-channel offset (q 
 the quantized model's logits do not depend on the weight zero points, and the tests pin that. They are stored
 all the same because they still define (1) the weights without bias correction, (2) the rebuilt model's float
 stand-in weights (q − z)·s, which are what runs with quantization turned off (``quant_disabled``), and (3) the
-codes of a re-export of the rebuilt model (round(ŵ/s + z) = q). Loading checks that each is an integer on its
-quantizer's grid, like every scale being finite and > 0 and every code being on its grid.
+codes of a re-export of the rebuilt model (round(ŵ/s + z) = q). Loading checks each (``load_safetensors``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from evolq_pl.export.output import ExportError, check_output
 from evolq_pl.io import atomic_path
 from evolq_pl.layers import QConv2d, QLinear
 from evolq_pl.quant.config import QuantConfig
@@ -31,10 +30,6 @@ from evolq_pl.quant.functional import bias_correct_to, channel_stats
 from evolq_pl.quant.quantizer import quantizers
 
 FORMAT = "evolq_pl/2"  # /2: content hash in the metadata
-
-
-class ExportError(ValueError):
-    pass
 
 
 def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
@@ -53,28 +48,41 @@ def unpack(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
     return torch.stack([packed & 0x0F, packed >> 4], dim=1).reshape(-1)[:numel]
 
 
-def check_output(output: Path, overwrite: bool, field: str = "path") -> None:
-    """Refuse an output that is a folder, exists (unless ``overwrite``) or cannot be written; ``field`` names
-    the argument in the message (``--output`` from the command line)."""
-    if output.is_dir():
-        raise ExportError(f"{field}={str(output)!r} is a folder; give a file name")
-    if output.exists() and not overwrite:
-        flag = "--overwrite" if field.startswith("--") else "overwrite=True (--overwrite)"
-        raise ExportError(f"{field}={str(output)!r} exists; pass {flag} to replace it")
-    parent = output.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ExportError(f"{field}={str(output)!r}: {parent} is a file, not a folder")
-    try:  # a real write, not permission bits (root, read-only mounts, /proc)
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as err:
-        raise ExportError(f"{field}={str(output)!r}: {parent} is not writable ({err.strerror or err})") from None
-
-
 def _weight_layers(model: nn.Module) -> dict[str, QLinear | QConv2d]:
     return {n: m for n, m in model.named_modules() if isinstance(m, (QLinear, QConv2d))}
+
+
+def _weight_info(layer: QLinear | QConv2d) -> dict[str, Any]:
+    """A weight layer as the metadata describes it (and loading checks it against the model)."""
+    wq = layer.weight_quantizer
+    return {"bits": wq.bit_type.bits, "lower": wq.bit_type.lower, "shape": list(layer.weight.shape),
+            "bias_correction": layer.bias_correction}
+
+
+def _stored_as_codes(layers: dict[str, QLinear | QConv2d]) -> set[str]:
+    """The state-dict entries a weight layer stores as packed codes and uint8 zero points instead."""
+    return {f"{n}.{k}" for n in layers for k in ("weight", "weight_quantizer.zero_point")}
+
+
+class _Frozen:
+    """A weight layer rebuilt from an export multiplies by its stored dequantized (bias-corrected) weight
+    ``frozen_weight``: the float weights it would be computed from are not in the file."""
+
+    frozen_weight: torch.Tensor
+
+    def quantized_weight(self) -> torch.Tensor:
+        return self.frozen_weight
+
+
+class FrozenQLinear(_Frozen, QLinear):
+    pass
+
+
+class FrozenQConv2d(_Frozen, QConv2d):
+    pass
+
+
+FROZEN: dict[type, type] = {QLinear: FrozenQLinear, QConv2d: FrozenQConv2d}
 
 
 def export_safetensors(model: nn.Module, path: str | Path, model_name: str, model_kwargs: dict[str, Any],
@@ -100,9 +108,8 @@ def export_safetensors(model: nn.Module, path: str | Path, model_name: str, mode
             if layer.bias_correction:
                 mu, sd = channel_stats(layer.weight)
                 tensors[f"{name}.bc_mean"], tensors[f"{name}.bc_std"] = mu.contiguous(), sd.contiguous()
-            weights[name] = {"bits": wq.bit_type.bits, "lower": wq.bit_type.lower, "shape": list(layer.weight.shape),
-                             "bias_correction": layer.bias_correction}
-        skip = {f"{n}.{k}" for n in layers for k in ("weight", "weight_quantizer.zero_point")}
+            weights[name] = _weight_info(layer)
+        skip = _stored_as_codes(layers)
         for key, value in model.state_dict().items():
             if key not in skip:
                 tensors[key] = value.detach().contiguous().clone()
@@ -144,12 +151,12 @@ def _read_header(path: Path) -> tuple[dict[str, Any], dict[str, list[int]]]:
     if raw.get("format") != FORMAT:
         raise ExportError(f"{path} is not an {FORMAT} export (format={raw.get('format')!r}); re-export it")
     meta: dict[str, Any] = {"raw": raw, "model_name": raw.get("model_name")}
-    for key, kind in (("model_kwargs", dict), ("quant_config", dict), ("weights", dict)):
+    for key in ("model_kwargs", "quant_config", "weights"):
         try:
             meta[key] = json.loads(raw[key])
         except (KeyError, TypeError, ValueError) as err:
             raise ExportError(f"{path}: metadata field {key!r} is missing or not JSON ({err})") from None
-        if not isinstance(meta[key], kind):
+        if not isinstance(meta[key], dict):
             raise ExportError(f"{path}: metadata field {key!r} is a {type(meta[key]).__name__}, expected an object")
     return meta, shapes
 
@@ -176,13 +183,10 @@ def _expected_shapes(meta: dict[str, Any], path: Path) -> dict[str, list[int] | 
         raise ExportError(f"{path}: metadata does not describe a supported model "
                           f"({type(err).__name__}: {err})") from None
     layers = _weight_layers(model)
-    expected: dict[str, list[int] | None] = {}
+    skip, expected = _stored_as_codes(layers), {}  # (those: below)
     for key, value in model.state_dict().items():
-        owner, _, leaf = key.rpartition(".")
-        if owner in layers and leaf == "weight" or key.endswith(".weight_quantizer.zero_point") and \
-                key.rsplit(".", 2)[0] in layers:
-            continue  # stored as packed codes and uint8 zero points, below
-        expected[key] = None if leaf in ("scale", "zero_point") else list(value.shape)
+        if key not in skip:
+            expected[key] = None if key.rpartition(".")[2] in ("scale", "zero_point") else list(value.shape)
     for name, layer in layers.items():
         bits, numel, rows = layer.weight_quantizer.bit_type.bits, layer.weight.numel(), layer.weight.shape[0]
         expected[f"{name}.qweight"] = [numel if bits > 4 else (numel + 1) // 2]
@@ -217,15 +221,6 @@ def _refuse_off_grid(path: Path, key: str, values: torch.Tensor, lower: int, upp
                           f"only integers {lower}..{upper}")
 
 
-def _check_weight_info(path: Path, name: str, info: Any, layer: QLinear | QConv2d) -> None:
-    """The metadata's description of a weight layer agrees with the model it describes."""
-    wq = layer.weight_quantizer
-    want = {"bits": wq.bit_type.bits, "lower": wq.bit_type.lower, "shape": list(layer.weight.shape),
-            "bias_correction": layer.bias_correction}
-    if not isinstance(info, dict) or any(info.get(k) != v for k, v in want.items()):
-        raise ExportError(f"{path}: metadata weights[{name!r}] is {info}; the model in its metadata needs {want}")
-
-
 def _check_values(path: Path, model: nn.Module, tensors: dict[str, torch.Tensor], weights: dict[str, Any]) -> None:
     """Every quantizer's scale finite and > 0, its zero points integers on its grid, every weight code on its
     grid (the content hash is a checksum, not a guard: an edited file with a recomputed hash reaches here)."""
@@ -246,13 +241,14 @@ def _check_values(path: Path, model: nn.Module, tensors: dict[str, torch.Tensor]
                               f"{list(scale.shape)}")
         _refuse_off_grid(path, zkey, tensors[zkey], lo - offset, hi - offset, "the zero point")
     for name, info in weights.items():
-        _check_weight_info(path, name, info, layers[name])
+        want = _weight_info(layers[name])
+        if not isinstance(info, dict) or any(info.get(k) != v for k, v in want.items()):
+            raise ExportError(f"{path}: metadata weights[{name!r}] is {info}; the model in its metadata needs {want}")
         wrong = next((k for k in (f"{name}.qweight", f"{name}.qzero") if tensors[k].dtype != torch.uint8), None)
         if wrong is not None:
             raise ExportError(f"{path}: tensor {wrong} is {tensors[wrong].dtype}, not torch.uint8")
-        wq = layers[name].weight_quantizer
         codes = unpack(tensors[f"{name}.qweight"], info["bits"], layers[name].weight.numel())
-        _refuse_off_grid(path, f"{name}.qweight", codes, 0, wq.bit_type.upper - wq.bit_type.lower, "the code")
+        _refuse_off_grid(path, f"{name}.qweight", codes, 0, 2 ** info["bits"] - 1, "the code")  # (bits: checked)
 
 
 def load_safetensors(path: str | Path) -> nn.Module:
@@ -279,28 +275,26 @@ def load_safetensors(path: str | Path) -> nn.Module:
     if content_hash(tensors, meta["raw"]) != meta["raw"].get("content_sha256"):
         raise ExportError(f"{path}: content hash does not match the one written at export (the file was "
                           "changed or damaged after export)")
-    cfg = QuantConfig(**meta["quant_config"])
-    model = create_quant_model(meta["model_name"], cfg, **meta["model_kwargs"])
+    model = create_quant_model(meta["model_name"], QuantConfig(**meta["quant_config"]), **meta["model_kwargs"])
     weights = meta["weights"]
     _check_values(path, model, tensors, weights)
     state = {k: v for k, v in tensors.items() if not k.endswith((".qweight", ".qzero", ".bc_mean", ".bc_std"))}
-    try:
-        for name, info in weights.items():
-            state[f"{name}.weight_quantizer.zero_point"] = tensors[f"{name}.qzero"].float() + info["lower"]
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise ExportError(f"{path} does not match {meta['model_name']}: {err}") from None
-    if unexpected or set(missing) != {f"{n}.weight" for n in weights}:
-        raise ExportError(f"{path} does not match {meta['model_name']}: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    layers = _weight_layers(model)
+    for name, info in weights.items():
+        state[f"{name}.weight_quantizer.zero_point"] = tensors[f"{name}.qzero"].float() + info["lower"]
+    model.load_state_dict(state, strict=False)  # all but the weights: the checks above made the keys exact
     with torch.no_grad():
-        for name, info in weights.items():
-            layer, wq = layers[name], layers[name].weight_quantizer
-            numel = int(torch.Size(info["shape"]).numel())
-            codes = unpack(tensors[f"{name}.qweight"], info["bits"], numel).float().reshape(info["shape"]) + info["lower"]
-            w_hat = wq.dequantize(codes)
-            layer.weight.copy_(w_hat)  # the float weights are not in the file: the grid values stand in
-            if info["bias_correction"]:
-                w_hat = bias_correct_to(w_hat, tensors[f"{name}.bc_mean"], tensors[f"{name}.bc_std"])
-            layer.freeze(w_hat)
+        for name, layer in _weight_layers(model).items():
+            _restore_weight(layer, name, tensors, weights[name])
     return model.eval()
+
+
+def _restore_weight(layer: QLinear | QConv2d, name: str, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+    """Dequantize a layer's stored codes into its float stand-in weight (quantization off) and freeze it on them,
+    bias-corrected with the stored statistics (quantization on)."""
+    codes = unpack(tensors[f"{name}.qweight"], info["bits"], layer.weight.numel()).float().view_as(layer.weight)
+    w_hat = layer.weight_quantizer.dequantize(codes + info["lower"])
+    layer.weight.copy_(w_hat)
+    if info["bias_correction"]:
+        w_hat = bias_correct_to(w_hat, tensors[f"{name}.bc_mean"], tensors[f"{name}.bc_std"])
+    layer.__class__ = FROZEN[type(layer)]
+    layer.register_buffer("frozen_weight", w_hat, persistent=False)

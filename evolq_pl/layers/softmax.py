@@ -6,8 +6,7 @@ from torch import nn
 
 from evolq_pl.quant.config import QuantConfig
 from evolq_pl.quant.bittype import BitType
-from evolq_pl.quant.exact import exact_softmax
-from evolq_pl.quant.functional import exact_log_int_softmax
+from evolq_pl.quant.functional import log_int_softmax
 from evolq_pl.quant.modes import QuantSwitch
 from evolq_pl.quant.quantizer import UniformQuantizer
 
@@ -29,8 +28,8 @@ class QSoftmax(QuantSwitch, nn.Module):
 
     def forward(self, logits: torch.Tensor, in_quant: UniformQuantizer | None = None) -> torch.Tensor:
         if self.lis and in_quant is not None and self._lis_active(in_quant):
-            return exact_log_int_softmax(logits, in_quant.scale, self.lis_bits)
-        return self.quantizer(exact_softmax(logits, dim=-1))
+            return log_int_softmax(logits, in_quant.scale, self.lis_bits)
+        return self.quantizer(torch.softmax(logits, dim=-1))
 
     def _lis_active(self, in_quant: UniformQuantizer) -> bool:
         """Quantized forward with its input quantizer on; or, as in the published code, the last calibration

@@ -8,7 +8,6 @@ from torch import nn
 
 from evolq_pl.layers import QConv2d, QLayerNorm, QLinear, bind
 from evolq_pl.quant.config import QuantConfig
-from evolq_pl.quant.exact import ExactGELU
 
 Converter = Callable[[nn.Module, QuantConfig], nn.Module]
 CONVERTERS: dict[type, Converter] = {}
@@ -35,7 +34,6 @@ def register_preparer(*types: type) -> Callable:
 register_converter(nn.Linear)(QLinear.from_float)
 register_converter(nn.Conv2d)(QConv2d.from_float)
 register_converter(nn.LayerNorm)(QLayerNorm.from_float)
-register_converter(nn.GELU)(lambda mod, cfg: swap_class(mod, ExactGELU))  # compiled = eager bits
 
 
 def swap_class(mod: nn.Module, cls: type) -> nn.Module:

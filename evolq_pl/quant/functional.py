@@ -5,8 +5,6 @@ import math
 
 import torch
 
-from evolq_pl.quant.exact import aten_bits, exact_row_moments, exact_sqrt
-
 
 class _RoundSTE(torch.autograd.Function):
     """round() in the forward pass, identity gradient in the backward pass."""
@@ -22,9 +20,7 @@ class _RoundSTE(torch.autograd.Function):
 
 def _pow2(x: torch.Tensor) -> torch.Tensor:
     """2^x for integer-valued x (±inf, NaN pass through), equal to pow(2, x) bit for bit (tested over
-    −200…200); exp2 is about 10× faster than pow on CPU. ONNX export has no exp2: there it is pow."""
-    if torch.onnx.is_in_onnx_export():
-        return torch.pow(2.0, x)
+    −200…200); exp2 is about 10× faster than pow on CPU."""
     return torch.exp2(x)
 
 
@@ -50,13 +46,19 @@ def quant_codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, 
     if x.requires_grad and torch.is_grad_enabled():
         return torch.clamp(round_ste(x / scale + zero_point), lower, upper)
     # inference: one buffer (PyTorch's fused fake-quant kernels multiply by 1/s, which moves near-tie values
-    # by a step, and are slower on CPU), contiguous in x's logical order: a permuted or transposed view comes
-    # out ready for the next matmul, the layout change riding on the division instead of a copy of its own
-    # (the exporter reads div's out= as a rounding mode; inductor lays buffers out itself)
-    if out is None and not (x.is_contiguous() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()):
-        out = torch.empty(x.shape, dtype=torch.result_type(x, scale), device=x.device)
+    # by a step, and are slower on CPU)
+    out = layout_buffer(x, scale) if out is None else out
     q = x.div(scale) if out is None else torch.div(x, scale, out=out)
     return q.add_(zero_point).round_().clamp_(lower, upper)
+
+
+def layout_buffer(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
+    """Where ``quant_codes`` writes the codes of x / ``scale``: None (a fresh tensor) for a contiguous x, else a
+    buffer contiguous in x's logical order, so that a permuted or transposed view comes out ready for the next
+    matmul, the layout change riding on the division instead of a copy of its own."""
+    if x.is_contiguous():
+        return None
+    return torch.empty(x.shape, dtype=torch.result_type(x, scale), device=x.device)
 
 
 def fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, lower: int, upper: int,
@@ -105,14 +107,10 @@ def int_exp(x_int: torch.Tensor, scale: float) -> torch.Tensor:
     return torch.clamp(torch.floor(poly * _pow2(30 - q)), min=0)
 
 
-@aten_bits()  # log2, exp2 and sums: inductor's differ from ATen's in the last bit
-def exact_log_int_softmax(logits: torch.Tensor, scale: torch.Tensor, bits: int = 4) -> torch.Tensor:
-    """``log_int_softmax`` with the input quantizer's (per-tensor) scale as a tensor: ATen's bits, compiled or not."""
-    return log_int_softmax(logits, float(scale), bits)
-
-
-def log_int_softmax(logits: torch.Tensor, scale: float, bits: int = 4) -> torch.Tensor:
-    """Log-int softmax over the last dim (reference §3): values in {2^−k, k < 2^b} ∪ {0}."""
+def log_int_softmax(logits: torch.Tensor, scale: float | torch.Tensor, bits: int = 4) -> torch.Tensor:
+    """Log-int softmax over the last dim (reference §3): values in {2^−k, k < 2^b} ∪ {0}. ``scale``: the input
+    quantizer's per-tensor scale (a float, or its one-element tensor)."""
+    scale = float(scale)
     x_int = logits / scale
     x_int = x_int - x_int.amax(dim=-1, keepdim=True)
     exp_int = int_exp(x_int, scale)
@@ -145,13 +143,23 @@ def bias_correct(w: torch.Tensor, w_hat: torch.Tensor) -> torch.Tensor:
     return bias_correct_to(w_hat, *channel_stats(w))
 
 
-@aten_bits(outputs=2)  # log2 and exp2: inductor's differ from ATen's in the last bit
 def pow2_multiplier(a: torch.Tensor, max_shift: int = 31, mult_bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """Represent |a| ≈ M·2^−N, N = clamp(7 − floor(log2|a|), 0, 31), M = clamp(floor(|a|·2^N), 0, 255).
     Returns (M, 2^N)."""
     a_abs = a.abs()
     shift = _pow2(torch.log2(a_abs).floor_().neg_().add_(mult_bits - 1).clamp_(0, max_shift))
     return a_abs.mul_(shift).floor_().clamp_(0, 2**mult_bits - 1), shift
+
+
+def code_moments(x_q: torch.Tensor, s_min: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std over the last dim of x̃·s_min, x̃ (..., C) integers on the s_min grid, in the published code's
+    order: the mean of the codes, then the scale; the std from the sums of the codes and of their squares (float32
+    sums past 2^24 round by summation order). Returns two (..., 1) tensors."""
+    c = x_q.shape[-1]
+    sum_x, sum_x2 = x_q.sum(-1, keepdim=True), (x_q * x_q).sum(-1, keepdim=True)
+    mean = x_q.mean(-1, keepdim=True) * s_min
+    std = ((s_min / c) * torch.sqrt((c * sum_x2 - sum_x * sum_x).clamp_min(0))).clamp_min(1e-12)
+    return mean, std
 
 
 def int_layernorm(x: torch.Tensor, in_scale: torch.Tensor, out_scale: torch.Tensor, weight: torch.Tensor,
@@ -165,12 +173,9 @@ def int_layernorm(x: torch.Tensor, in_scale: torch.Tensor, out_scale: torch.Tens
         weight, bias: LayerNorm γ and β.
     Returns the dequantized output y_q·s_o (not clamped; the next quantizer clamps). eps is ignored.
     """
-    c = x.shape[-1]
     s_min = in_scale.min()
     x_q = x.div(in_scale).round_().mul_(torch.round(in_scale / s_min))  # x̃: integers on the s_min grid
-    sum_x, sum_x2, mean_q = exact_row_moments(x_q)  # (..., 1) each
-    mean = mean_q * s_min  # the published code's order: mean of the codes, then the scale
-    std = ((s_min / c) * exact_sqrt((c * sum_x2 - sum_x * sum_x).clamp_min(0))).clamp_min(1e-12)
+    mean, std = code_moments(x_q, s_min)  # (..., 1) each
     a = ((s_min / std) * weight).div_(out_scale)  # (..., C)
     m, shift = pow2_multiplier(a)
     b = ((mean / std) * weight).neg_().add_(bias).div_(out_scale).mul_(shift).round_()

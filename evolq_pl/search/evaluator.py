@@ -13,9 +13,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from evolq_pl.layers import refreshed_weights
 from evolq_pl.models.units import SearchUnit
-from evolq_pl.quant.exact import inductor_options
+from evolq_pl.quant.exact import exact_compiled, inductor_options
 from evolq_pl.quant.functional import all_finite
 from evolq_pl.quant.modes import quant_disabled
 from evolq_pl.search.evolution import SearchConfig
@@ -199,11 +198,12 @@ class FitnessEvaluator:
 
     def _outputs_from(self, index: int) -> list[torch.Tensor]:
         stages = self.stages()
-        suffix = self._suffix(index, stages)
-        # compiled stages read the quantized weights as graph inputs: refreshed eagerly once per evaluation, only
-        # where their scales changed (outside the compile's try: a failing refresh is not a compile failure)
-        with nullcontext() if self.compile_backend in (None, "auto") else refreshed_weights(self.model):
-            return [suffix(h) for h in self.stage_input(index)]
+        suffix, inputs = self._suffix(index, stages), self.stage_input(index)
+        # compiled stages give eager's bits and read the quantized weights as graph inputs, computed eagerly once
+        # per evaluation, only where their scales changed (outside the compile's try: a failing weight is not a
+        # compile failure)
+        with nullcontext() if self.compile_backend in (None, "auto") else exact_compiled(self.model):
+            return [suffix(h) for h in inputs]
 
     def _suffix(self, index: int, stages: list[Callable]) -> Callable[[torch.Tensor], torch.Tensor]:
         """The forward from stage ``index`` on, through the compiled stages when a backend is set."""

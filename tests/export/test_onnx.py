@@ -73,3 +73,28 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial_one(tmp_path, e
     assert sorted(p.name for p in tmp_path.iterdir()) == ([target.name] if existing else [])
     assert existing is None or target.read_bytes() == existing
     assert export_onnx(model, batches[0][:2], target, overwrite=existing is not None).stat().st_size > 16384
+
+
+@pytest.mark.parametrize("name", ["deit_fmnist", "levit_fmnist"])
+def test_export_and_run_emit_no_tracer_or_shape_merge_warnings(name, tmp_path, capfd):
+    """(issue 27) The tracer warned at every quantizer (Python branches on ``numel()``, a tensor while tracing) and
+    onnxruntime on loading (a one-element 1-D per-tensor scale, ``MergeShapeInfo``); the export is unchanged."""
+    import warnings
+
+    from evolq_pl.export.onnx_io import onnx_session
+    from evolq_pl.quant.quantizer import quantizers
+    ref = reference_model(name)
+    model = create_quant_model(ref["model_name"], QuantConfig(w_bits=4), checkpoint_path=ref["path"],
+                               **ref["model_kwargs"])
+    chans, size = ref["model_kwargs"].get("in_chans", 3), ref["image_size"]
+    x = torch.rand(16, chans, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    calibrate(model, [x])
+    classes = {n: type(q) for n, q in quantizers(model).items()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = onnx_session(export_onnx(model, x[:2], tmp_path / "m.onnx")).run(None, {"images": x.numpy()})[0]
+    tracer = [str(w.message) for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+    assert tracer == [] and "MergeShapeInfo" not in capfd.readouterr().err
+    assert {n: type(q) for n, q in quantizers(model).items()} == classes  # the export-time classes are put back
+    with torch.no_grad():
+        assert (torch.from_numpy(out).argmax(1) == model(x).argmax(1)).all()

@@ -25,6 +25,29 @@ def test_round_trip_identical_logits(tmp_path, kind, bits):
         assert torch.equal(model(batches[0]), rebuilt(batches[0]))
 
 
+def test_a_rebuilt_layer_multiplies_by_its_stored_weight(tmp_path):
+    """The float weights are not in the file: a rebuilt weight layer takes the stored dequantized, bias-corrected
+    weight (the original's, bit for bit), keeps it out of its state dict, moves it with the model and pickles."""
+    import io
+
+    from evolq_pl.export.safetensors_io import FrozenQConv2d, FrozenQLinear
+    model, batches = tiny_model("deit", w_bits=4)
+    name, kw, _ = TINY["deit"]
+    rebuilt = load_safetensors(export_safetensors(model, tmp_path / "m.safetensors", name, kw))
+    lin, conv = rebuilt.blocks[0].attn.qkv, rebuilt.patch_embed.proj
+    assert type(lin) is FrozenQLinear and type(conv) is FrozenQConv2d
+    with torch.no_grad():
+        assert torch.equal(lin.quantized_weight(), model.blocks[0].attn.qkv.quantized_weight())
+        assert not torch.equal(lin.quantized_weight(), lin._compute_weight())  # not from the stand-in weights
+    assert set(rebuilt.state_dict()) == set(model.state_dict())
+    assert rebuilt.to(torch.float64).blocks[0].attn.qkv.frozen_weight.dtype == torch.float64
+    buf = io.BytesIO()
+    torch.save(rebuilt.float(), buf)
+    again = torch.load(io.BytesIO(buf.getvalue()), weights_only=False)
+    with torch.no_grad():
+        assert torch.equal(again(batches[0]), model(batches[0]))
+
+
 def test_bad_input(tmp_path):
     from evolq_pl import create_quant_model
     name, kw, _ = TINY["deit"]

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from evolq_pl.layers import QConv2d, QLinear, refreshed_weights
+from evolq_pl.layers import QConv2d, QLinear
 from evolq_pl.quant import QuantConfig, calibrate
 from evolq_pl.quant.quantizer import NotCalibratedError
 
@@ -70,29 +70,34 @@ def test_uncalibrated_layer_refuses():
         layer(torch.zeros(1, 3))
 
 
-def test_refreshed_weights_nests_and_a_failing_refresh_sets_no_flag():
-    a, b = qlinear(), qlinear()
-    model = nn.Sequential(a, b)
-    with refreshed_weights(model):
-        assert a.weights_refreshed and b.weights_refreshed
-        with refreshed_weights(a):
-            pass
-        assert a.weights_refreshed  # the outer context still holds
-    assert not a.weights_refreshed and not b.weights_refreshed
-    b.weight_quantizer.scale = torch.ones(0)  # uncalibrated: its refresh fails
-    with pytest.raises(NotCalibratedError), refreshed_weights(model):
-        pass
-    assert not a.weights_refreshed and not b.weights_refreshed
+class _Given(QLinear):
+    """A subclass taking its weight from elsewhere through the layers' one hook."""
+
+    given = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+
+    def quantized_weight(self) -> torch.Tensor:
+        return self.given
+
+
+def test_quantized_weight_is_the_one_hook_and_only_when_quantizing():
+    layer = qlinear()
+    layer.__class__ = _Given
+    x = torch.tensor([[1.0, 2.0, 3.0]])
+    torch.testing.assert_close(layer(x), torch.tensor([[1.1, 2.8]]))  # x·givenᵀ + b: 1 + 0.1, 3 − 0.2
+    wq = layer.weight_quantizer
+    wq.enabled = False  # quantization off: the float weight, the hook is not asked
+    torch.testing.assert_close(layer(x), torch.tensor([[-1.0 + 0.8 + 6.0 + 0.1, 1.2 + 4.5 - 0.2]]))
+    wq.enabled, wq.calibrating = True, True  # calibrating: the float weight, observed
+    torch.testing.assert_close(layer(x), torch.tensor([[5.9, 5.5]]))
 
 
 def test_cached_weight_is_plain_in_any_mode():
     layer = qlinear()  # its weight requires grad, as a converted model's does
-    with torch.enable_grad(), refreshed_weights(layer):
-        pass
-    assert layer._qweight.grad_fn is None and not layer._qweight.requires_grad
-    layer._qweight = None
+    with torch.enable_grad():
+        trained = layer.quantized_weight()  # a weight being trained: computed with autograd, not cached
+    assert trained.requires_grad and layer._qweight is None
     with torch.inference_mode():  # Lightning's validation
         layer(torch.ones(1, 3))
-    assert not layer._qweight.is_inference()
+    assert not layer._qweight.is_inference() and layer._qweight.grad_fn is None
     with torch.no_grad():
         assert layer.quantized_weight() is layer._qweight  # and it stays cached

@@ -135,3 +135,11 @@ def test_fake_quant_into_a_buffer_is_the_fresh_result():
     buf = torch.full((40, 6), math.nan)
     fresh = fake_quant(x, s, z, 0, 15)
     assert fake_quant(x, s, z, 0, 15, buf) is buf and torch.equal(buf, fresh) and buf.is_contiguous()
+
+
+def test_codes_of_a_transposed_view_come_out_contiguous():
+    x = torch.randn(6, 40).t()  # (40, 6), strides (1, 40)
+    s, z = torch.full((40, 1), 0.05), torch.full((40, 1), 7.0)
+    assert F.layout_buffer(x.contiguous(), s) is None and F.layout_buffer(x, s).is_contiguous()
+    q = F.quant_codes(x, s, z, 0, 15)
+    assert q.is_contiguous() and torch.equal(q, F.quant_codes(x.contiguous(), s, z, 0, 15))
