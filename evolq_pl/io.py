@@ -15,8 +15,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
 
+from evolq_pl.errors import EvolQError
 
-class WriteError(OSError):
+
+class WriteError(EvolQError, OSError):
     """An OS error while writing one of the project's files: one line naming the file and the errno."""
 
     def __str__(self) -> str:
@@ -83,6 +85,6 @@ def ensure_writable_dir(path: Path, field: str) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise ValueError(f"{field}={str(path)!r}: not a writable folder ({err.strerror or err})") from None
+        raise EvolQError(f"{field}={str(path)!r}: not a writable folder ({err.strerror or err})") from None
     if (why := not_writable(path)) is not None:
-        raise ValueError(f"{field}={str(path)!r}: not a writable folder ({why})")
+        raise EvolQError(f"{field}={str(path)!r}: not a writable folder ({why})")

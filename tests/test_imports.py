@@ -145,11 +145,28 @@ def test_the_circle_check_sees_type_checking_and_function_imports(tmp_path, monk
     assert cycles(import_graph(sorted(pkg.rglob("*.py")))) == [["evolq_pl.a.x", "evolq_pl.a.y"]]
 
 
-def test_io_is_below_every_layer():
-    """evolq_pl/io.py (atomic writes) is used by export, report, lightning and cli: it imports no project module
-    and nothing outside the standard library."""
-    names = {n.split(".")[0] for n in imported((PACKAGE / "io.py").read_text(), "evolq_pl")}
-    assert names <= set(sys.stdlib_module_names), names - set(sys.stdlib_module_names)
+@pytest.mark.parametrize("name", ["io.py", "errors.py"])
+def test_root_helpers_are_below_every_layer(name):
+    """evolq_pl/io.py (atomic writes, the writable-folder probe) and errors.py (the error base) are used by every
+    layer: they import no project module and nothing outside the standard library (io.py: errors.py only)."""
+    names = {n for n in imported((PACKAGE / name).read_text(), "evolq_pl")} - {"evolq_pl.errors"}
+    tops = {n.split(".")[0] for n in names}
+    assert tops <= set(sys.stdlib_module_names), tops - set(sys.stdlib_module_names)
+
+
+def test_every_error_class_is_a_user_error():
+    """The command line prints an EvolQError in one line and shows any other exception with its traceback: every
+    exception class the package defines derives from EvolQError (checked on the source, then on the classes)."""
+    import importlib
+    from evolq_pl.errors import EvolQError
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "__main__.py":
+            continue
+        module = importlib.import_module(module_name(path))
+        for node in ast.walk(ast.parse(path.read_text())):
+            cls = getattr(module, node.name, None) if isinstance(node, ast.ClassDef) else None
+            if isinstance(cls, type) and issubclass(cls, BaseException):
+                assert issubclass(cls, EvolQError), f"{module.__name__}.{cls.__name__}"
 
 
 def test_every_lightning_module_is_lightning_glue():

@@ -11,13 +11,11 @@ import os
 import pickle
 import sys
 from dataclasses import dataclass
-from pathlib import Path
-from types import TracebackType
 
 from evolq_pl.cli.argv import UsageError
 from evolq_pl.cli.configs import resolve_config_args
+from evolq_pl.errors import EvolQError
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
 SIGTERM_EXIT = 128 + 15
 
 
@@ -47,16 +45,10 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def _raised_in_package(tb: TracebackType | None) -> bool:
-    frame = None
-    while tb is not None:
-        frame, tb = tb.tb_frame, tb.tb_next
-    return frame is not None and Path(frame.f_code.co_filename).resolve().is_relative_to(PACKAGE_DIR)
-
-
 def user_error(err: BaseException) -> BaseException | None:
-    """The exception a user can act on: the deepest in the cause chain that is one of evolq_pl's error types
-    or a ValueError/OSError raised by evolq_pl's own checks; None for anything else (a bug: full traceback)."""
+    """The exception a user can act on: the deepest in the cause chain that is an ``EvolQError`` (every check of
+    the project raises one), Lightning's MisconfigurationException, or an OSError naming its file; None for
+    anything else (a bug: full traceback)."""
     chain, seen = [], set()
     e: BaseException | None = err
     while e is not None and id(e) not in seen:
@@ -64,9 +56,8 @@ def user_error(err: BaseException) -> BaseException | None:
         chain.append(e)
         e = e.__cause__  # raised *from*: the wrapper's cause; an error met while handling another is not one
     for e in reversed(chain):
-        ours = type(e).__module__.startswith("evolq_pl.")  # CheckpointError, DataError, ExportError, …
-        if ours or type(e).__name__ == "MisconfigurationException" or \
-                (isinstance(e, (ValueError, OSError)) and _raised_in_package(e.__traceback__)):
+        if isinstance(e, EvolQError) or type(e).__name__ == "MisconfigurationException" or \
+                (isinstance(e, OSError) and e.filename is not None):
             return e
     return None
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from evolq_pl.errors import EvolQError
 
-class UsageError(ValueError):
+
+class UsageError(EvolQError):
     """A bad command line (unknown option or config, a value of the wrong type): one line, no traceback hint."""
 
 

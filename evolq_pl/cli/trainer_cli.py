@@ -13,6 +13,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from evolq_pl.cli.parse_errors import ArgumentsError, condense
+from evolq_pl.errors import EvolQError
 from evolq_pl.lightning.checkpoint import load_checkpoint
 from evolq_pl.io import ensure_writable_dir
 
@@ -95,7 +96,7 @@ def link_model_to_data(config: Namespace) -> None:
             continue
         given = data.init_args[target]
         if given is not None and given != value:
-            raise ValueError(f"data.init_args.{target}={given!r} differs from model.init_args.{source}={value!r}: "
+            raise EvolQError(f"data.init_args.{target}={given!r} differs from model.init_args.{source}={value!r}: "
                              f"give it once, on the model (the data module follows it)")
         data.init_args[target] = value
 
@@ -172,6 +173,6 @@ class EvolQCLI(LightningCLI):
             ensure_writable_dir(Path(config.run_dir), "--run_dir")
             finished = Path(config.run_dir) / "results.json"
             if self.subcommand == "fit" and not ckpt and not config.get("overwrite") and _finished(finished):
-                raise ValueError(f"--run_dir={config.run_dir!r} holds a finished run ({finished}): give another "
+                raise EvolQError(f"--run_dir={config.run_dir!r} holds a finished run ({finished}): give another "
                                  "--run_dir, or pass --overwrite true to replace it")
             redirect_outputs(config, config.run_dir)

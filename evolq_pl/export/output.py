@@ -4,8 +4,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from evolq_pl.errors import EvolQError
 
-class ExportError(ValueError):
+
+class ExportError(EvolQError):
     pass
 
 

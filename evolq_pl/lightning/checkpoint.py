@@ -15,12 +15,13 @@ from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.core.saving import pl_load
 from lightning.pytorch.utilities import rank_zero_warn
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.io import ensure_writable_dir
 from evolq_pl.models.factory import CheckpointError
 from evolq_pl.search import SearchConfig
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(EvolQError):
     pass
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.io import ensure_writable_dir
 from evolq_pl.lightning.accuracy import AccuracyModule
 from evolq_pl.lightning.base_data import EvolQDataModule
@@ -65,9 +66,9 @@ class EvolQModule(AccuracyModule):
         self.phases = PhaseTimes()
         self.automatic_optimization = False
         if matmul_precision not in ("highest", "high", "medium"):
-            raise ValueError(f"matmul_precision={matmul_precision!r}: accepted: highest, high, medium")
+            raise EvolQError(f"matmul_precision={matmul_precision!r}: accepted: highest, high, medium")
         if checkpoint_weights not in ("lean", "full"):
-            raise ValueError(f"checkpoint_weights={checkpoint_weights!r}: accepted: lean, full")
+            raise EvolQError(f"checkpoint_weights={checkpoint_weights!r}: accepted: lean, full")
         self.matmul_precision, self.note = matmul_precision, note
         self.quant_cfg, self.search_cfg = quant or QuantConfig(), search or SearchConfig()
         self.model_name, self.model_kwargs = model_name, dict(model_kwargs or {})
@@ -131,7 +132,7 @@ class EvolQModule(AccuracyModule):
         over ranks: a FitnessEvaluator's ``batches`` and ``reduce``."""
         world, rank = self.trainer.world_size, self.trainer.global_rank
         if len(batches) < world:
-            raise ValueError(f"{len(batches)} calibration batches cannot be sharded over {world} processes")
+            raise EvolQError(f"{len(batches)} calibration batches cannot be sharded over {world} processes")
         reduce = (lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")) if world > 1 else None
         return {"batches": [b.to(self.device) for b in batches[rank::world]], "reduce": reduce}
 
@@ -148,7 +149,7 @@ class EvolQModule(AccuracyModule):
         """The selector's score: held-out fitness, test top-1 (measurement only) or none."""
         if self.selector.score == "holdout":
             if calib.holdout_images is None:
-                raise ValueError(f"data: {type(self.datamodule()).__name__} declares holdout_size > 0 but its "
+                raise EvolQError(f"data: {type(self.datamodule()).__name__} declares holdout_size > 0 but its "
                                  "calibration_data() has no held-out images")
             return FitnessEvaluator(self.model, config=self.search_cfg, use_cache=False,
                                     **self._shard(calib.holdout_batches()))
@@ -159,7 +160,7 @@ class EvolQModule(AccuracyModule):
     def on_fit_start(self) -> None:
         # checked before any data is read, on every rank (so that all of them stop together)
         if self.selector.score == "holdout" and self.datamodule().holdout_size <= 0:
-            raise ValueError("selection='holdout' needs a held-out split: set data.init_args.holdout_size > 0")
+            raise EvolQError("selection='holdout' needs a held-out split: set data.init_args.holdout_size > 0")
         if self.evaluate_at_end:
             ensure_writable_dir(self.results_dir(), "model.init_args.output_dir")
         torch.set_float32_matmul_precision(self.matmul_precision)

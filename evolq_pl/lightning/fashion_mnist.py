@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.io import atomic_path
 from evolq_pl.lightning.base_data import EvolQDataModule
 from evolq_pl.search.calibration import CalibrationData, check_eval_split, check_sizes, seeded_split, \
@@ -32,11 +33,11 @@ _KEYS = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-uby
 _REINSTALL = "reinstall it: apt-get install --reinstall dataset-fashion-mnist"
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(EvolQError, FileNotFoundError):
     """Raised when Fashion-MNIST is neither on disk nor downloadable."""
 
 
-class DatasetDamagedError(ValueError):
+class DatasetDamagedError(EvolQError):
     """Raised when a Fashion-MNIST file is damaged and cannot be rebuilt from a source."""
 
 
@@ -174,7 +175,7 @@ class FashionMNISTDataModule(EvolQDataModule):
         super().__init__()
         image_size = 28 if image_size is None else image_size
         if image_size < 28:
-            raise ValueError(f"image_size={image_size}: must be ≥ 28 (Fashion-MNIST is 28×28)")
+            raise EvolQError(f"image_size={image_size}: must be ≥ 28 (Fashion-MNIST is 28×28)")
         check_sizes(1, batch_size=batch_size, calib_size=calib_size, calib_batch_size=calib_batch_size,
                     eval_size=eval_size)
         check_sizes(0, holdout_size=holdout_size, val_size=val_size, num_workers=num_workers)

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.lightning.base_data import EvolQDataModule
 from evolq_pl.search.calibration import CalibrationData, check_eval_split, check_sizes, seeded_split, \
     validation_split
@@ -27,7 +28,7 @@ PAPER_TRANSFORMS = {
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # any case, as torchvision
 
 
-class DataError(ValueError):
+class DataError(EvolQError):
     pass
 
 

@@ -9,6 +9,7 @@ import timm
 import torch
 from torch import nn
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.models.reference import weights_file
 
 # model name → the pretrained tag Evol-Q used (reference §8.2). timm's default ViT-B tag is another checkpoint.
@@ -32,15 +33,15 @@ PRETRAINED_TAGS: dict[str, str] = {
 SUPPORTED_MODELS = tuple(PRETRAINED_TAGS)
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(EvolQError):
     pass
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(EvolQError, RuntimeError):
     pass
 
 
-class ModelKwargsError(ValueError):
+class ModelKwargsError(EvolQError):
     """timm cannot build the model with the given size overrides (``model_kwargs``)."""
 
 

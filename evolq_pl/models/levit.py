@@ -12,7 +12,6 @@ from evolq_pl.layers import act, stream
 from evolq_pl.models.convert import register_converter, register_preparer, register_swap, swap_class
 from evolq_pl.models.units import register_embed, register_unit
 from evolq_pl.quant.config import QuantConfig
-from evolq_pl.quant.exact import exact_softmax
 
 _FOLDABLE = (ConvNorm, LinearNorm, NormLinear)
 
@@ -39,7 +38,7 @@ def _attend(self: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     q, k, v = self.qact_q(q), self.qact_k(k), self.qact_v(v)
     attn = self.qact_attn1(q @ k)
     attn = self.qact_attn2(attn * self.scale + self.get_attention_biases(device))
-    return self.qact_softmax(exact_softmax(attn, dim=-1)) @ v
+    return self.qact_softmax(torch.softmax(attn, dim=-1)) @ v
 
 
 def _add_attention_quants(mod: nn.Module, cfg: QuantConfig) -> None:

@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from evolq_pl.errors import EvolQError
+
 REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference_models"
 MANIFEST = REFERENCE_DIR / "manifest.json"
 SCHEME = "reference:"  # checkpoint_path: reference:<name> names a shipped reference model's weights
@@ -18,7 +20,7 @@ def reference_models() -> dict[str, dict[str, Any]]:
 def reference_model(name: str) -> dict[str, Any]:
     models = reference_models()
     if name not in models:
-        raise ValueError(f"unknown reference model {name!r}; shipped: {', '.join(sorted(models)) or 'none'}")
+        raise EvolQError(f"unknown reference model {name!r}; shipped: {', '.join(sorted(models)) or 'none'}")
     info = dict(models[name])
     info["path"] = str(REFERENCE_DIR / info["file"])
     return info
@@ -32,6 +34,6 @@ def weights_file(checkpoint_path: str | Path) -> Path:
         return Path(checkpoint_path)
     name, models = text.removeprefix(SCHEME), reference_models()
     if name not in models:
-        raise ValueError(f"checkpoint_path={text!r}: unknown reference model; shipped: "
+        raise EvolQError(f"checkpoint_path={text!r}: unknown reference model; shipped: "
                          f"{', '.join(SCHEME + m for m in sorted(models)) or 'none'}")
     return REFERENCE_DIR / models[name]["file"]

@@ -12,6 +12,7 @@ import torch
 from timm.models.swin_transformer import PatchMerging, SwinTransformer, SwinTransformerBlock, WindowAttention
 from torch import nn
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.layers import QLinear, QSoftmax, act, stream
 from evolq_pl.models.convert import bind_streams, refuse_unsupported, register_converter, swap_class
 from evolq_pl.models.units import register_embed, register_unit
@@ -90,7 +91,7 @@ class QPatchMerging(PatchMerging):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
         if h % 2 or w % 2:
-            raise ValueError(f"patch merging needs an even resolution, got {h}×{w}")
+            raise EvolQError(f"patch merging needs an even resolution, got {h}×{w}")
         x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)  # (B, H/2, W/2, 4C)
         x = self.reduction(self.qact1(self.norm(x, self.stream_in, self.qact1, in_repeat=4)))  # (B, H/2, W/2, 2C)
         return self.qact2(x.reshape(b, -1, x.shape[-1])).reshape(x.shape)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.layers import QConv2d, QLinear
 from evolq_pl.layers.act import QAct
 from evolq_pl.quant.modes import QuantSwitch, switches
@@ -53,7 +54,7 @@ class SearchUnit:
     def set(self, flat: torch.Tensor) -> None:
         """Write a flat vector back (in place); exact inverse of ``get``."""
         if flat.numel() != self.numel:
-            raise ValueError(f"unit {self.name}: got {flat.numel()} scales, expected {self.numel}")
+            raise EvolQError(f"unit {self.name}: got {flat.numel()} scales, expected {self.numel}")
         for q, part in zip(self.quantizers, flat.split([q.scale.numel() for q in self.quantizers])):
             q.set_scale(part.reshape(q.scale.shape))
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from evolq_pl.errors import EvolQError
+
 MIN_BITS, MAX_BITS = 2, 8
 
 
-class UnsupportedBitWidthError(ValueError):
+class UnsupportedBitWidthError(EvolQError):
     pass
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.quant.bittype import MAX_BITS, MIN_BITS, BitType, UnsupportedBitWidthError
 from evolq_pl.quant.observers import OBSERVERS
 
@@ -49,11 +50,11 @@ class QuantConfig:
                                                f"integers {MIN_BITS}..{MAX_BITS}") from None
         for key in ("w_observer", "a_observer"):
             if getattr(self, key) not in OBSERVERS:
-                raise ValueError(f"quant.{key}={getattr(self, key)!r}: unknown observer; accepted: {', '.join(sorted(OBSERVERS))}")
+                raise EvolQError(f"quant.{key}={getattr(self, key)!r}: unknown observer; accepted: {', '.join(sorted(OBSERVERS))}")
         if self.w_observer == "percentile":
-            raise ValueError("w_observer='percentile' is per-tensor only; weights are per channel: use minmax or omse")
+            raise EvolQError("w_observer='percentile' is per-tensor only; weights are per channel: use minmax or omse")
         if self.int_layernorm and not self.ptf:
-            raise ValueError("int_layernorm=True requires ptf=True (the integer LayerNorm reads the PTF scales)")
+            raise EvolQError("int_layernorm=True requires ptf=True (the integer LayerNorm reads the PTF scales)")
         self.exclude = list(self.exclude)
 
     @property

@@ -166,9 +166,6 @@ def exact_compiled(model: nn.Module) -> Iterator[nn.Module]:
             del m.pinned_weight
 
 
-# models/levit.py (owned elsewhere) imports this name: plain torch.softmax, which ``exact_compiled`` routes
-exact_softmax = torch.softmax
-
 # inductor settings that keep eager's float rounding in generated GPU (Triton) kernels: no a*b+c contracted into
 # one FMA (``emulate_precision_casts`` turns Triton's fp fusion off), IEEE-rounded division (``x / s`` right
 # before a round), no flush of denormals to zero. CPU code is unaffected. Only those this torch has are set.

@@ -7,10 +7,11 @@ from typing import Iterable, Iterator
 import torch
 from torch import nn
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.quant.functional import all_finite
 
 
-class NonFiniteError(ValueError):
+class NonFiniteError(EvolQError):
     """A NaN or an infinity reached a quantizer in calibration; ``source`` is that quantizer."""
 
     def __init__(self, message: str, source: nn.Module | None = None) -> None:
@@ -94,11 +95,11 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     """
     mods = switches(model)
     if not mods:
-        raise ValueError("model has no quantizers: convert it with quantize_model() first")
+        raise EvolQError("model has no quantizers: convert it with quantize_model() first")
     batches = iter(batches)
     x, n = next(batches, None), 0
     if x is None:
-        raise ValueError("calibrate() got an empty iterable of batches; give at least one input tensor")
+        raise EvolQError("calibrate() got an empty iterable of batches; give at least one input tensor")
     # normal tensors even when called under inference mode (Lightning's validation): scales must keep versions;
     # inference_mode(False) turns grad mode back on, so no_grad inside it (else autograd keeps every activation)
     with torch.inference_mode(False), torch.no_grad(), calibration_mode(model):
@@ -114,7 +115,7 @@ def calibrate(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
 
 def _calibration_forward(model: nn.Module, x: torch.Tensor, n: int) -> None:
     if not all_finite(x):
-        raise ValueError(f"calibration batch {n} contains NaN or inf values")
+        raise EvolQError(f"calibration batch {n} contains NaN or inf values")
     try:
         model(x)
     except NonFiniteError as err:

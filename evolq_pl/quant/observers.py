@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.quant.bittype import BitType
 from evolq_pl.quant.functional import affine_params, fake_quant
 
@@ -28,7 +29,7 @@ def register_observer(name: str) -> Callable[[type["Observer"]], type["Observer"
 
 def build_observer(name: str, bit_type: BitType, per_channel: bool) -> "Observer":
     if name not in OBSERVERS:
-        raise ValueError(f"unknown observer {name!r}; accepted: {', '.join(sorted(OBSERVERS))}")
+        raise EvolQError(f"unknown observer {name!r}; accepted: {', '.join(sorted(OBSERVERS))}")
     return OBSERVERS[name](bit_type, per_channel)
 
 
@@ -96,7 +97,7 @@ class PercentileObserver(EmaObserver):
 
     def __init__(self, bit_type: BitType, per_channel: bool) -> None:
         if per_channel:
-            raise ValueError("the percentile observer is per-tensor only (reference §2.4); use minmax/omse per channel")
+            raise EvolQError("the percentile observer is per-tensor only (reference §2.4); use minmax/omse per channel")
         super().__init__(bit_type, per_channel)
 
     def _batch_range(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

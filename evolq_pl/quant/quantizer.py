@@ -7,13 +7,14 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.quant.bittype import BitType
 from evolq_pl.quant.functional import all_finite, fake_quant, quant_codes
 from evolq_pl.quant.modes import NonFiniteError, QuantSwitch
 from evolq_pl.quant.observers import build_observer
 
 
-class NotCalibratedError(RuntimeError):
+class NotCalibratedError(EvolQError, RuntimeError):
     pass
 
 
@@ -131,7 +132,7 @@ class UniformQuantizer(QuantSwitch, nn.Module):
         when quantized; the observer sees ``x`` in its own order (calibration statistics are order-exact).
         Per-tensor quantizers only (a per-channel one would broadcast along the permuted channel dim)."""
         if layout is not None and self.per_channel:
-            raise ValueError(f"layout={layout}: only per-tensor quantizers take a layout")
+            raise EvolQError(f"layout={layout}: only per-tensor quantizers take a layout")
         if self.calibrating:
             self.observe(x)
         elif self.enabled:
@@ -141,7 +142,7 @@ class UniformQuantizer(QuantSwitch, nn.Module):
     def set_scale(self, scale: torch.Tensor) -> None:
         """Replace the flat scale in place (same shape); zero points stay fixed."""
         if scale.shape != self.scale.shape:
-            raise ValueError(f"scale of shape {tuple(scale.shape)} given, expected {tuple(self.scale.shape)}")
+            raise EvolQError(f"scale of shape {tuple(scale.shape)} given, expected {tuple(self.scale.shape)}")
         self.scale.copy_(scale)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:

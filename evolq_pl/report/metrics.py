@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.quant.functional import all_finite
 from evolq_pl.report.stats import pack_bits
 
@@ -30,7 +31,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     correct = []
     for i, (x, y) in enumerate(batches):
         if not all_finite(x):
-            raise ValueError(f"evaluation batch {i} (images {tuple(x.shape)}) contains NaN or inf values")
+            raise EvolQError(f"evaluation batch {i} (images {tuple(x.shape)}) contains NaN or inf values")
         logits, y = model(x.to(device)), y.to(device)
         for m in metrics.values():
             m.update(logits, y)

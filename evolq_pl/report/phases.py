@@ -5,6 +5,8 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
+from evolq_pl.errors import EvolQError
+
 PHASES = ("setup", "data", "calibration", "teacher", "search", "checkpoints", "evaluation")
 
 
@@ -23,7 +25,7 @@ class PhaseTimes:
     @contextmanager
     def __call__(self, phase: str) -> Iterator[None]:
         if phase not in self.seconds:
-            raise ValueError(f"phase={phase!r}; accepted: {', '.join(PHASES)}")
+            raise EvolQError(f"phase={phase!r}; accepted: {', '.join(PHASES)}")
         self.sync()
         start = time.perf_counter()
         try:

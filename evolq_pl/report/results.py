@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.io import write_text_atomic
 from evolq_pl.report.metrics import evaluate, first_images, spearman
 from evolq_pl.report.plots import plot_progress
@@ -96,7 +97,7 @@ def measure_into(results: dict[str, Any], measures: Iterable[tuple[str, Measure]
     return results
 
 
-class IncompleteResultsError(RuntimeError):
+class IncompleteResultsError(EvolQError, RuntimeError):
     """The search finished and what was measured is written, but a part is missing (a measurement, the last
     checkpoint): one line naming what, after the results."""
 

@@ -17,6 +17,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.io import atomic_path, write_text_atomic
 from evolq_pl.report.stats import compare_runs, describe, verdict
 
@@ -31,7 +32,7 @@ METRICS = ("top1_float", "top1_init", "top1_evolq", "top5_float", "top5_init", "
 METRIC_FORMAT = {"top1": ".2f", "top5": ".2f", "fitness": ".6f", "evaluations": ".0f", "search": ".1f"}
 
 
-class SeedsError(ValueError):
+class SeedsError(EvolQError):
     """A seed sweep that cannot go on as asked (its folder, its results, its settings): one line."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from evolq_pl.errors import EvolQError
+
 
 def _betacf(a: float, b: float, x: float) -> float:
     """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
@@ -43,7 +45,7 @@ def t_cdf(t: float, df: int) -> float:
 def t_quantile(p: float, df: int) -> float:
     """Inverse of ``t_cdf`` for 0.5 ≤ p < 1 (bisection to 1e-12)."""
     if not 0.5 <= p < 1 or df < 1:
-        raise ValueError(f"t_quantile(p={p}, df={df}): needs 0.5 ≤ p < 1 and df ≥ 1")
+        raise EvolQError(f"t_quantile(p={p}, df={df}): needs 0.5 ≤ p < 1 and df ≥ 1")
     lo, hi = 0.0, 1e6
     for _ in range(200):
         mid = (lo + hi) / 2
@@ -55,7 +57,7 @@ def paired_ci95(deltas: Sequence[float]) -> tuple[float, float, float]:
     """Mean of the paired differences and its 95 % t interval (sample std, ddof = 1); one value: no interval."""
     n = len(deltas)
     if n == 0:
-        raise ValueError("paired_ci95: no paired differences (no seeds)")
+        raise EvolQError("paired_ci95: no paired differences (no seeds)")
     mean = math.fsum(deltas) / n
     if n < 2:
         return mean, math.nan, math.nan
@@ -85,7 +87,7 @@ def pack_bits(correct: Sequence[bool]) -> str:
 def unpack_bits(text: str, n: int, field: str = "correct") -> list[bool]:
     """Inverse of ``pack_bits``; ``field`` names the results.json entry in the error."""
     if len(text) != (n + 3) // 4:
-        raise ValueError(f"{field}: {len(text)} hex digits, but {n} images need {(n + 3) // 4}")
+        raise EvolQError(f"{field}: {len(text)} hex digits, but {n} images need {(n + 3) // 4}")
     bits = "".join(f"{int(ch, 16):04b}" for ch in text)
     return [b == "1" for b in bits[:n]]
 

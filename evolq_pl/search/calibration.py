@@ -6,15 +6,17 @@ from dataclasses import dataclass
 
 import torch
 
+from evolq_pl.errors import EvolQError
+
 
 def seeded_split(n: int, calib_size: int, holdout_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Disjoint calibration and held-out index sets drawn from ``range(n)`` with a private generator."""
     if calib_size <= 0:
-        raise ValueError(f"calib_size={calib_size}: must be ≥ 1")
+        raise EvolQError(f"calib_size={calib_size}: must be ≥ 1")
     if holdout_size < 0:
-        raise ValueError(f"holdout_size={holdout_size}: must be ≥ 0")
+        raise EvolQError(f"holdout_size={holdout_size}: must be ≥ 0")
     if calib_size + holdout_size > n:
-        raise ValueError(f"calib_size + holdout_size = {calib_size + holdout_size} exceeds the {n} train images")
+        raise EvolQError(f"calib_size + holdout_size = {calib_size + holdout_size} exceeds the {n} train images")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[:calib_size], perm[calib_size: calib_size + holdout_size]
 
@@ -29,7 +31,7 @@ def validation_split(n: int, val_size: int) -> tuple[torch.Tensor, torch.Tensor]
     the rest, so they never overlap it; the test split only gives final numbers. ``val_size = 0``: no split.
     """
     if not 0 <= val_size < n:
-        raise ValueError(f"val_size={val_size}: must be ≥ 0 and below the {n} train images")
+        raise EvolQError(f"val_size={val_size}: must be ≥ 0 and below the {n} train images")
     if val_size == 0:
         return torch.zeros(0, dtype=torch.long), torch.arange(n)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(VALIDATION_SEED))
@@ -42,12 +44,12 @@ def check_sizes(minimum: int, **sizes: int | None) -> None:
     ``[:-5]``: 9,995 images evaluated)."""
     for name, value in sizes.items():
         if value is not None and value < minimum:
-            raise ValueError(f"data.init_args.{name}={value}: must be ≥ {minimum}")
+            raise EvolQError(f"data.init_args.{name}={value}: must be ≥ {minimum}")
 
 
 def check_eval_split(eval_split: str, val_size: int) -> None:
     if eval_split not in ("test", "val") or (eval_split == "val" and val_size <= 0):
-        raise ValueError(f"eval_split={eval_split!r} with val_size={val_size}: accepted: 'test', or 'val' with "
+        raise EvolQError(f"eval_split={eval_split!r} with val_size={val_size}: accepted: 'test', or 'val' with "
                          "val_size > 0")
 
 
@@ -63,9 +65,9 @@ class CalibrationData:
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0:
-            raise ValueError(f"calib batch_size={self.batch_size}: must be ≥ 1")
+            raise EvolQError(f"calib batch_size={self.batch_size}: must be ≥ 1")
         if len(self.images) == 0:
-            raise ValueError("calibration set is empty")
+            raise EvolQError("calibration set is empty")
 
     def identity(self) -> dict[str, object]:
         """What makes the fitness these images define: their count, batching and content (sha256 of the pixels,

@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.models.units import SearchUnit
 from evolq_pl.quant.modes import first_nonfinite
 from evolq_pl.search.evaluator import FitnessEvaluator, Reduce
@@ -61,7 +62,7 @@ class SearchDriver:
             self.fitness_init = self.fitness = self.evaluator()
             if not math.isfinite(self.fitness_init):
                 where = first_nonfinite(self.evaluator.model, self.evaluator.batches[0])
-                raise ValueError(f"calibrated init: fitness {self.fitness_init} is not finite; the first non-finite "
+                raise EvolQError(f"calibrated init: fitness {self.fitness_init} is not finite; the first non-finite "
                                  f"output comes from {where} (check the weights and the calibration images)")
         evaluations = self.remaining_evaluations
         if max_steps is not None:

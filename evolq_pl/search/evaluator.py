@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.models.units import SearchUnit
 from evolq_pl.quant.exact import exact_compiled, inductor_options
 from evolq_pl.quant.functional import all_finite
@@ -89,7 +90,7 @@ def check_finite(what: str, tensors: Sequence[torch.Tensor], hint: str = "") -> 
     """Raise naming the first of ``tensors`` that holds a NaN or an infinity."""
     bad = next((i for i, t in enumerate(tensors) if not all_finite(t)), None)
     if bad is not None:
-        raise ValueError(f"{what} {bad} contains NaN or inf values{f' ({hint})' if hint else ''}")
+        raise EvolQError(f"{what} {bad} contains NaN or inf values{f' ({hint})' if hint else ''}")
 
 
 class FitnessEvaluator:
@@ -123,7 +124,7 @@ class FitnessEvaluator:
         config = config or SearchConfig()
         self.model, self.batches, self.prelogits = model, list(batches), config.features == "prelogits"
         if not self.batches:
-            raise ValueError("FitnessEvaluator: no calibration batches given")
+            raise EvolQError("FitnessEvaluator: no calibration batches given")
         check_finite("calibration batch", self.batches)  # one min/max pass each
         self.loss_fn, self.temperature = get_loss(config.loss), config.temperature
         self.use_cache, self.reduce = use_cache, reduce or (lambda t: t)

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import torch
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.models.units import SearchUnit
 from evolq_pl.search.fitness import LOSSES
 
@@ -67,26 +68,26 @@ class SearchConfig:
     def __post_init__(self) -> None:
         for key in ("population", "tournament"):
             if getattr(self, key) < 1:
-                raise ValueError(f"search.{key}={getattr(self, key)}: must be ≥ 1")
+                raise EvolQError(f"search.{key}={getattr(self, key)}: must be ≥ 1")
         for key in ("passes", "cycles", "max_evaluations"):
             if getattr(self, key) < 0:
-                raise ValueError(f"search.{key}={getattr(self, key)}: must be ≥ 0")
+                raise EvolQError(f"search.{key}={getattr(self, key)}: must be ≥ 0")
         if self.loss not in LOSSES:
-            raise ValueError(f"search.loss={self.loss!r}: unknown; accepted: {', '.join(sorted(LOSSES))}")
+            raise EvolQError(f"search.loss={self.loss!r}: unknown; accepted: {', '.join(sorted(LOSSES))}")
         if self.features not in ("logits", "prelogits"):
-            raise ValueError(f"search.features={self.features!r}: accepted: logits, prelogits")
+            raise EvolQError(f"search.features={self.features!r}: accepted: logits, prelogits")
         if self.temperature <= 0:
-            raise ValueError(f"search.temperature={self.temperature}: must be > 0")
+            raise EvolQError(f"search.temperature={self.temperature}: must be > 0")
         if self.mutation_range is not None and self.mutation_range <= 0:
-            raise ValueError(f"search.mutation_range={self.mutation_range}: must be > 0 (or null for the paper's)")
+            raise EvolQError(f"search.mutation_range={self.mutation_range}: must be > 0 (or null for the paper's)")
         if self.relative_range <= 0:
-            raise ValueError(f"search.relative_range={self.relative_range}: must be > 0")
+            raise EvolQError(f"search.relative_range={self.relative_range}: must be > 0")
         if self.compile_backend in ("None", "null"):  # `--…compile_backend null` arrives as a string (issue 27)
             self.compile_backend = None
         if self.compile_backend not in (None, "auto"):
             from torch._dynamo import list_backends
             if self.compile_backend not in list_backends(exclude_tags=()):
-                raise ValueError(f"search.compile_backend={self.compile_backend!r}: unknown; accepted: auto, null "
+                raise EvolQError(f"search.compile_backend={self.compile_backend!r}: unknown; accepted: auto, null "
                                  f"(eager), or a torch.compile backend: {', '.join(list_backends())}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -6,6 +6,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from evolq_pl.errors import EvolQError
+
 Loss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
 LOSSES: dict[str, Loss] = {}
 
@@ -19,7 +21,7 @@ def register_loss(name: str) -> Callable[[Loss], Loss]:
 
 def get_loss(name: str) -> Loss:
     if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; accepted: {', '.join(sorted(LOSSES))}")
+        raise EvolQError(f"unknown loss {name!r}; accepted: {', '.join(sorted(LOSSES))}")
     return LOSSES[name]
 
 

@@ -7,6 +7,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.models.units import SearchUnit
 from evolq_pl.search.evaluator import FitnessEvaluator
 from evolq_pl.search.fitness import LOSSES
@@ -34,15 +35,15 @@ class SweepSpec:
     def validate(self, num_units: int | None = None) -> None:
         """Every field; the unit index too once the model's unit count is known."""
         if self.unit < 0 or (num_units is not None and self.unit >= num_units):
-            raise ValueError(f"unit={self.unit} out of range; valid: 0..{'N-1' if num_units is None else num_units - 1}")
+            raise EvolQError(f"unit={self.unit} out of range; valid: 0..{'N-1' if num_units is None else num_units - 1}")
         if self.steps < 1:
-            raise ValueError(f"steps={self.steps}: must be ≥ 1")
+            raise EvolQError(f"steps={self.steps}: must be ≥ 1")
         if self.radius <= 0:
-            raise ValueError(f"radius={self.radius}: must be > 0")
+            raise EvolQError(f"radius={self.radius}: must be > 0")
         if self.dims not in (1, 2):
-            raise ValueError(f"dims={self.dims}: accepted 1 or 2")
+            raise EvolQError(f"dims={self.dims}: accepted 1 or 2")
         if self.mode not in PERTURBATIONS:
-            raise ValueError(f"mode={self.mode!r}: accepted {', '.join(PERTURBATIONS)}")
+            raise EvolQError(f"mode={self.mode!r}: accepted {', '.join(PERTURBATIONS)}")
 
 
 def directions(n: int, dims: int, seed: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.quant import load_scales, snapshot_scales
 
 
@@ -75,5 +76,5 @@ SELECTORS: dict[str, type[Selector]] = {cls.name: cls for cls in (Selector, Hold
 
 def build_selector(name: str) -> Selector:
     if name not in SELECTORS:
-        raise ValueError(f"selection={name!r}: unknown; accepted: {', '.join(SELECTORS)}")
+        raise EvolQError(f"selection={name!r}: unknown; accepted: {', '.join(SELECTORS)}")
     return SELECTORS[name]()

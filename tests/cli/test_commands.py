@@ -120,6 +120,20 @@ def test_a_bug_met_while_handling_a_user_error_keeps_its_traceback():
         assert str(user_error(err)) == "quant.w_bits=1: not supported; accepted: integers 2..8"
 
 
+def test_a_value_error_from_elsewhere_keeps_its_traceback():
+    """Only the project's checks (EvolQError) and file errors naming their file are one line: a ValueError from a
+    library is a bug to report, whatever frame raised it."""
+    from evolq_pl.cli import user_error
+    from evolq_pl.errors import EvolQError
+    from evolq_pl.search import SearchConfig
+    assert user_error(ValueError("math domain error")) is None
+    with pytest.raises(EvolQError) as raised:
+        SearchConfig(passes=-1)
+    assert user_error(raised.value) is raised.value and str(raised.value) == "search.passes=-1: must be ≥ 0"
+    missing = FileNotFoundError(2, "No such file or directory", "/no/such/file")
+    assert user_error(missing) is missing and user_error(OSError("no file named")) is None
+
+
 class Payload:
     """Unpickling this runs code: it creates the file named ``marker``."""
 
