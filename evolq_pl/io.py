@@ -18,7 +18,7 @@ from typing import Iterator
 from evolq_pl.errors import EvolQError
 
 
-class WriteError(EvolQError, OSError):
+class WriteError(OSError, EvolQError):
     """An OS error while writing one of the project's files: one line naming the file and the errno."""
 
     def __str__(self) -> str:

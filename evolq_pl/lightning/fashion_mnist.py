@@ -33,7 +33,7 @@ _KEYS = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-uby
 _REINSTALL = "reinstall it: apt-get install --reinstall dataset-fashion-mnist"
 
 
-class DatasetNotFoundError(EvolQError, FileNotFoundError):
+class DatasetNotFoundError(FileNotFoundError, EvolQError):
     """Raised when Fashion-MNIST is neither on disk nor downloadable."""
 
 
