@@ -5,7 +5,6 @@ from torch import nn
 
 from evolq_pl.layers import QConv2d, QLinear
 from evolq_pl.quant import QuantConfig, calibrate
-from evolq_pl.quant.quantizer import NotCalibratedError
 
 W2 = QuantConfig(w_bits=2, bias_correction=False)  # uint2 grid 0..3, per-channel min-max
 
