@@ -190,3 +190,9 @@ def test_compile_backend_is_the_search_evaluators_concern():
     """Only the search's settings and its evaluator name ``compile_backend``; the rest reads one summary."""
     naming = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if "compile_backend" in p.read_text())
     assert naming == ["search/evaluator.py", "search/evolution.py"]
+
+
+def test_no_package_file_over_300_lines():
+    """A file past 300 lines holds more than one concern (issue 25): split it where the concerns part."""
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 300}
+    assert long == {}
