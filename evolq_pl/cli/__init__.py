@@ -55,11 +55,11 @@ def user_error(err: BaseException) -> BaseException | None:
         seen.add(id(e))
         chain.append(e)
         e = e.__cause__  # raised *from*: the wrapper's cause; an error met while handling another is not one
-    for e in reversed(chain):
-        if isinstance(e, EvolQError) or type(e).__name__ == "MisconfigurationException" or \
-                (isinstance(e, OSError) and e.filename is not None):
-            return e
-    return None
+    ours = [e for e in chain if isinstance(e, EvolQError) or type(e).__name__ == "MisconfigurationException"]
+    # an OSError naming its file only where no check of ours told it better (a WriteError's cause names the
+    # temporary file it was writing)
+    files = [e for e in chain if isinstance(e, OSError) and e.filename is not None]
+    return (ours or files or [None])[-1]
 
 
 def one_line(err: BaseException) -> str:

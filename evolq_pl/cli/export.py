@@ -4,8 +4,8 @@
         --format safetensors --output deit_w4.safetensors [--overwrite] [--model.init_args.X value …]
 
 With ``--ckpt_path`` the searched scales are exported (the checkpoint must match the config; the config wins
-and a mismatch is refused); safetensors then reads no images (ONNX reads two, its tracing example). Without it
-the model is calibrated (the FQ-ViT initialisation) and exported.
+and a mismatch is refused); safetensors then reads no images (ONNX still reads the calibration data, for its
+two-image tracing example). Without it the model is calibrated (the FQ-ViT initialisation) and exported.
 """
 from __future__ import annotations
 

@@ -19,11 +19,10 @@ from typing import Any, Callable
 
 from evolq_pl.cli.argv import command_parser
 from evolq_pl.cli.restore import build
-from evolq_pl.io import atomic_path, write_text_atomic
-from evolq_pl.io import ensure_writable_dir
+from evolq_pl.io import atomic_path, ensure_writable_dir, write_text_atomic
+from evolq_pl.quant import calibrate
 from evolq_pl.report.metrics import evaluate, first_images
 from evolq_pl.report.plots import plot_landscape
-from evolq_pl.quant import calibrate
 from evolq_pl.search import FitnessEvaluator
 from evolq_pl.search.landscape import SweepSpec, roughness, sweep
 

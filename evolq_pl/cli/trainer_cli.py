@@ -14,8 +14,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from evolq_pl.cli.parse_errors import ArgumentsError, condense
 from evolq_pl.errors import EvolQError
-from evolq_pl.lightning.checkpoint import load_checkpoint
 from evolq_pl.io import ensure_writable_dir
+from evolq_pl.lightning.checkpoint import load_checkpoint
 
 # Lightning warnings that describe what the search does on purpose (eval-mode model, no per-step
 # validation, a no-op optimizer that only counts search steps).

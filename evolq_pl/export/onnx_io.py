@@ -76,11 +76,11 @@ def export_mode(model: nn.Module, opset: int) -> Iterator[nn.Module]:
     """For the duration (the core holds no export flag): activation quantizers take their QDQ class and weight
     quantizers their traced one, so that weights are the forward's own values; the exporter, which has no exp2
     (the core's powers of two), writes it as Pow(2, x)."""
-    swapped = [(q, type(q)) for q in quantizers(model).values()]
-    for q, cls in swapped:
-        q.__class__ = _export_class(cls, q.scale.numel() == 1, not q.is_weight)
     torch.onnx.register_custom_op_symbolic("aten::exp2", _exp2, opset)
+    swapped = [(q, type(q)) for q in quantizers(model).values()]
     try:
+        for q, cls in swapped:
+            q.__class__ = _export_class(cls, q.scale.numel() == 1, not q.is_weight)
         yield model
     finally:
         torch.onnx.unregister_custom_op_symbolic("aten::exp2", opset)

@@ -1,10 +1,10 @@
 """What both exporters share: their error type and the check of an output path, made before any work."""
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from evolq_pl.errors import EvolQError
+from evolq_pl.io import not_writable
 
 
 class ExportError(EvolQError):
@@ -24,8 +24,5 @@ def check_output(output: Path, overwrite: bool, field: str = "path") -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise ExportError(f"{field}={str(output)!r}: {parent} is a file, not a folder")
-    try:  # a real write, not permission bits (root, read-only mounts, /proc)
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as err:
-        raise ExportError(f"{field}={str(output)!r}: {parent} is not writable ({err.strerror or err})") from None
+    if (why := not_writable(parent)) is not None:
+        raise ExportError(f"{field}={str(output)!r}: {parent} is not writable ({why})")

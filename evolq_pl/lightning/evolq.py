@@ -105,7 +105,7 @@ class EvolQModule(AccuracyModule):
     def datamodule(self) -> EvolQDataModule:
         dm = self.trainer.datamodule
         if not isinstance(dm, EvolQDataModule):
-            raise TypeError(f"data: {type(dm).__name__} is not an EvolQDataModule (calibration images, "
+            raise EvolQError(f"data: {type(dm).__name__} is not an EvolQDataModule (calibration images, "
                             "evaluation loader); accepted: FashionMNISTDataModule, ImageNetDataModule")
         return dm
 
@@ -140,7 +140,7 @@ class EvolQModule(AccuracyModule):
         if is_calibrated(self.model):
             return
         if self.init_scales is not None:  # restored from a checkpoint: calibrating would overwrite searched scales
-            raise RuntimeError("the checkpoint's model is not fully calibrated; refusing to recalibrate over its "
+            raise EvolQError("the checkpoint's model is not fully calibrated; refusing to recalibrate over its "
                                "searched scales (was it written by another version of evolq_pl?)")
         with self.phases("calibration"):
             calibrate(self.model, [b.to(self.device) for b in calib.batches()])

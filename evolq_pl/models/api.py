@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.layers import QConv2d, QLayerNorm, QLinear, QSoftmax
 from evolq_pl.models import levit as _levit  # noqa: F401  (registers converters)
 from evolq_pl.models import swin as _swin  # noqa: F401
@@ -26,7 +27,7 @@ def quantize_model(model: nn.Module, cfg: QuantConfig | None = None) -> nn.Modul
     roots = {t for t in CONVERTERS if hasattr(t, "forward_features")}  # whole timm models, not layers
     if type(model) not in roots:
         supported = sorted(t.__name__ for t in roots)
-        raise TypeError(f"cannot quantize a {type(model).__name__}; supported model classes: {', '.join(supported)}")
+        raise EvolQError(f"cannot quantize a {type(model).__name__}; supported model classes: {', '.join(supported)}")
     if cfg.input_quant is None:
         cfg = replace(cfg, input_quant=default_input_quant(model))
     prepare = PREPARERS.get(type(model))

@@ -10,9 +10,8 @@ codes. Inside ``exact_compiled(model)``:
     for bit the eager result, and still fuses the fake-quant chains around them. Torch's own functions (softmax,
     GELU, linear, conv2d) are routed to them by a ``TorchFunctionMode``; the core's functions (the integer
     LayerNorm's moments and multiplier, the log-int softmax) are traced as them through
-    ``torch.compiler.substitute_in_graph``, and the quantizers' layout buffer as none (inductor lays out its own
-    buffers; dynamo mistakes the strides of a ``div(out=)``), registered on first entry and for every later
-    compile (they only make those functions opaque);
+    ``torch.compiler.substitute_in_graph``, registered on first entry and for every later compile (they only
+    make those functions opaque);
   * every weight layer multiplies by its quantized weight computed eagerly on entry (the layers' one hook,
     ``quantized_weight``): compiled graphs read it as an input, where fake-quantizing inside the graph would
     redo it at every call, and a Python-side cache check would make dynamo guard on it and recompile after
@@ -20,8 +19,9 @@ codes. Inside ``exact_compiled(model)``:
 
 The rest of the quantized forward (fake-quant, matmuls, Hardswish) compiles to the same bits
 (tests/search/test_compiled.py, on CPU; on CUDA the bitwise check has not been run). A forward compiled outside
-the context is correct (the weight cache runs eagerly, at a graph break) but inductor's kernels may move its
-last bits.
+the context is correct but inductor's kernels may move its last bits: compile inside ``exact_compiled(model)``
+for eager's codes. (One compile check stays in the core: the quantizers' layout buffer, ``functional.
+layout_buffer``, is none in any compiled graph, whoever compiles it.)
 """
 from __future__ import annotations
 
@@ -124,7 +124,6 @@ def _substitute_core_functions() -> None:
         functional.pow2_multiplier: lambda *args, **kwargs: POW2_MULTIPLIER(*args, **kwargs),
         functional.code_moments: lambda *args, **kwargs: CODE_MOMENTS(*args, **kwargs),
         functional.log_int_softmax: _traced_log_int_softmax,
-        functional.layout_buffer: lambda x, scale: None,  # inductor lays out its buffers itself
     }
     for fn, traced in substitutes.items():
         torch.compiler.substitute_in_graph(fn)(traced)

@@ -56,7 +56,9 @@ def layout_buffer(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor | None:
     """Where ``quant_codes`` writes the codes of x / ``scale``: None (a fresh tensor) for a contiguous x, else a
     buffer contiguous in x's logical order, so that a permuted or transposed view comes out ready for the next
     matmul, the layout change riding on the division instead of a copy of its own."""
-    if x.is_contiguous():
+    # a compiled graph lays out its own buffers, and dynamo mistakes the strides of a div(out=): any compile, inside
+    # quant.exact's context or a user's own, gets none
+    if x.is_contiguous() or torch.compiler.is_compiling():
         return None
     return torch.empty(x.shape, dtype=torch.result_type(x, scale), device=x.device)
 

@@ -64,7 +64,7 @@ def calibration_mode(model: nn.Module) -> Iterator[nn.Module]:
     problems = [(names.get(id(m), "?"), p) for m in mods if (p := m.finalize()) is not None]  # without an exception
     if problems:
         name, problem = problems[0]
-        raise RuntimeError(f"{len(problems)} quantizers not calibrated, e.g. {name}: {problem} (calibrate with "
+        raise EvolQError(f"{len(problems)} quantizers not calibrated, e.g. {name}: {problem} (calibrate with "
                            "evolq_pl.calibrate(model, batches), which marks the last batch; not calibration_mode alone)")
 
 

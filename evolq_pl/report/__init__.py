@@ -1,5 +1,5 @@
-"""What a run reports (no Lightning): phase times, and — as the top half is moved here — metrics, statistics,
-plots and the results writer."""
+"""What a run reports (no Lightning): phase times, metrics, paired statistics, plots, the results schema and
+writer (explicit values in, files out) and the seeds summary. Lightning and the CLI call it."""
 from evolq_pl.report.phases import PHASES, PhaseTimes
 from evolq_pl.report.seeds import SeedsError, summarise
 

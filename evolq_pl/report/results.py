@@ -13,9 +13,9 @@ from torch import nn
 
 from evolq_pl.errors import EvolQError
 from evolq_pl.io import write_text_atomic
+from evolq_pl.quant import quant_disabled, scales_loaded
 from evolq_pl.report.metrics import evaluate, first_images, spearman
 from evolq_pl.report.plots import plot_progress
-from evolq_pl.quant import quant_disabled, scales_loaded
 from evolq_pl.search import SearchDriver
 
 Measure = Callable[[], dict[str, float]]

@@ -113,7 +113,7 @@ class SearchDriver:
 
     def summary(self) -> dict[str, Any]:
         """The search's own numbers for results.json (its evaluator's compile summary included)."""
-        compiled = self.evaluator.compile_summary() if self.evaluator is not None else {}
+        compiled = self.evaluator.compile_summary() if self.evaluator is not None else FitnessEvaluator.EAGER_SUMMARY
         return {"fitness_init": self.fitness_init, "fitness_final": self.fitness, "evaluations": self.evaluations,
                 "rejected": self.search.rejected, "search_seconds": self.seconds, **compiled}
 

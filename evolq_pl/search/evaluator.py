@@ -62,7 +62,7 @@ class FitnessEvaluator:
         ValueError: at construction, when there are no batches, a calibration batch holds a NaN or an infinity,
             or the teacher's output on a batch does (every fitness would be NaN). Checked once here, so that
             the per-candidate path stays as fast as before; a non-finite fitness after that comes from the
-            quantized model's scales: the search rejects such a candidate, and ``EvolQModule`` refuses a
+            quantized model's scales: the search rejects such a candidate, and ``SearchDriver.start`` refuses a
             non-finite calibrated initialisation naming the module where it starts.
     """
 
@@ -229,6 +229,9 @@ class FitnessEvaluator:
                                  "choice": "inductor" if faster else "eager",
                                  "reason": "compile failed" if self.compile_fallback else
                                  f"a compiled evaluation takes {compiled / eager:.2f}x an eager one"}
+
+    EAGER_SUMMARY = {"compile_backend": None, "compile_seconds": 0.0, "compile_fallback": False,
+                     "compile_decision": None}  # the compile summary of a search that evaluated nothing
 
     def compile_summary(self) -> dict[str, Any]:
         """How the candidates were evaluated (results.json): the backend, its warm-up seconds, whether a failed

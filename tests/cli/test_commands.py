@@ -134,6 +134,16 @@ def test_a_value_error_from_elsewhere_keeps_its_traceback():
     assert user_error(missing) is missing and user_error(OSError("no file named")) is None
 
 
+def test_a_write_error_names_the_file_not_its_temporary_name(tmp_path):
+    """(review: the OSError a WriteError is raised from names the hidden temporary file; the check of ours wins)"""
+    from evolq_pl.cli import user_error
+    from evolq_pl.io import write_text_atomic
+    with pytest.raises(OSError) as raised:
+        write_text_atomic(tmp_path / "missing" / "results.json", "x")
+    assert str(user_error(raised.value)) == \
+        f"cannot write {tmp_path}/missing/results.json: No such file or directory (errno 2, ENOENT)"
+
+
 class Payload:
     """Unpickling this runs code: it creates the file named ``marker``."""
 

@@ -136,4 +136,5 @@ def test_safetensors_export_from_a_checkpoint_reads_no_images(searched, tmp_path
         out = cli("export", "--config", DEIT, "--ckpt_path", str(ckpt), "--format", "safetensors",
                   "--output", str(files[name]), *SMALL, *data)
         assert out.returncode == 0, out.stderr[-2000:]
+    assert list((tmp_path / "no_images").iterdir()) == []  # nothing read: not even the Debian files staged there
     assert files["no_images"].read_bytes() == files["with_data"].read_bytes()

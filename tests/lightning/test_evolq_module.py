@@ -6,6 +6,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.lightning import EvolQModule
 from evolq_pl.lightning.base_data import EvolQDataModule
 from evolq_pl.search.calibration import CalibrationData
@@ -169,14 +170,14 @@ def test_a_datamodule_that_is_not_an_evolq_one_is_refused_naming_it(tmp_path):
         def train_dataloader(self):
             return DataLoader(TensorDataset(torch.zeros(2, 1)), batch_size=1)
 
-    with pytest.raises(TypeError, match="data: Plain is not an EvolQDataModule .* accepted: FashionMNISTDataModule"):
+    with pytest.raises(EvolQError, match="data: Plain is not an EvolQDataModule .* accepted: FashionMNISTDataModule"):
         trainer(tmp_path, enable_checkpointing=False).fit(make_module(output_dir=str(tmp_path)), datamodule=Plain())
 
 
 def test_a_restored_module_is_never_recalibrated():
     m = make_module(passes=1)
     m.init_scales = {}  # as after restoring a checkpoint, whose model here lacks its calibration
-    with pytest.raises(RuntimeError, match="refusing to recalibrate over its searched scales"):
+    with pytest.raises(EvolQError, match="refusing to recalibrate over its searched scales"):
         m.ensure_calibrated(RandomImages().calibration_data())
 
 

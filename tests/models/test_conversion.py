@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from evolq_pl import QuantConfig, calibrate, create_quant_model, quant_disabled, quant_report, search_units
+from evolq_pl.errors import EvolQError
 from evolq_pl.layers import QLinear
 from evolq_pl.models import SUPPORTED_MODELS, UnknownModelError, format_report, quantize_model, unquantized_layers
 from evolq_pl.models.factory import create_float_model
@@ -135,7 +136,7 @@ def test_quantizer_groups_partition_every_switch():
 
 def test_quantize_model_rejects_other_modules():
     from evolq_pl.models import quantize_model
-    with pytest.raises(TypeError, match="cannot quantize a Linear; supported model classes: Levit, LevitDistilled, SwinTransformer, VisionTransformer"):
+    with pytest.raises(EvolQError, match="cannot quantize a Linear; supported model classes: Levit, LevitDistilled, SwinTransformer, VisionTransformer"):
         quantize_model(torch.nn.Linear(2, 2))
 
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.layers import QLinear
 from evolq_pl.layers.act import QAct
 from evolq_pl.quant import QuantConfig, calibrate, calibration_mode, quant_disabled
@@ -90,7 +91,7 @@ def test_failed_calibration_keeps_the_parameters_from_before():
 
 def test_calibration_mode_alone_cannot_run_the_last_batch_search():
     m = _omse_model()
-    with pytest.raises(RuntimeError, match=r"1 quantizers not calibrated, e\.g\. 1: its omse observer .* evolq_pl\.calibrate"):
+    with pytest.raises(EvolQError, match=r"1 quantizers not calibrated, e\.g\. 1: its omse observer .* evolq_pl\.calibrate"):
         with calibration_mode(m):
             m(torch.randn(8, 4))
     assert m[0].weight_quantizer.calibrated and not m[1].calibrated  # minmax needs no last batch
