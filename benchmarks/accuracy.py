@@ -440,10 +440,15 @@ COMPARED = ("top1_float", "top1_init", "top1_evolq", "correct_float", "correct_i
 
 
 def verify(records: dict[str, dict[str, Any]], k: int) -> int:
-    """Rerun ``k`` current records chosen at random at the working tree; 0 if each reproduces exactly (top-1,
-    per-image correctness, fitness), else 1 after printing what differs."""
+    """Rerun ``k`` records chosen at random among those measured by code of the working tree's fingerprint (the
+    others are expected to differ: ``--stale`` reruns them); 0 if each reproduces exactly (top-1, per-image
+    correctness, fitness), else 1 after printing what differs."""
     import random
-    chosen = random.Random().sample(sorted(n for n, r in records.items() if is_current(r)), k)
+    now = fingerprint()
+    pool = sorted(n for n, r in records.items() if is_current(r) and r.get("fingerprint") == now)
+    if len(pool) < k:
+        raise SystemExit(f"--verify {k}: only {len(pool)} records carry the working tree's fingerprint {now}")
+    chosen = random.Random().sample(pool, k)
     failed = 0
     for name in chosen:
         old = records[name]
