@@ -96,7 +96,7 @@ def measure(name: str, bits: int, passes: int, work: Path) -> dict[str, Any]:
 
 def report(records: list[dict[str, Any]], m: dict[str, Any]) -> str:
     rows = [[r["model"], f"W{r['w_bits']}A8", f"{r['float_bytes'] / 1024:.0f}", f"{r['safetensors_bytes'] / 1024:.0f}",
-             f"{r['onnx_bytes'] / 1024:.0f}", f"{r['top1_pytorch']:.2f}",
+             f"{r['onnx_bytes'] / 1024:.0f} ({r['onnx_bytes'] / r['float_bytes']:.2f}×)", f"{r['top1_pytorch']:.2f}",
              f"{r['safetensors']['argmax_agreement']:.2f} / {r['safetensors']['max_abs_logit_diff']:.1e}",
              f"{r['onnx_basic']['top1']:.2f} / {r['onnx_basic']['argmax_agreement']:.2f} / {r['onnx_basic']['max_abs_logit_diff']:.3f}",
              f"{r['onnx_fused']['top1']:.2f} / {r['onnx_fused']['argmax_agreement']:.2f} / {r['onnx_fused']['max_abs_logit_diff']:.3f}",
@@ -110,13 +110,15 @@ def report(records: list[dict[str, Any]], m: dict[str, Any]) -> str:
             "and ONNX; all 10,000 test images; agreement = argmax equal to the searched PyTorch model's; latency = "
             "median of 200 single-image calls with 1 torch thread and 1 onnxruntime intra-op thread. "
             f"{machine_line(m)}\n\n"
-            + table(["model", "bits", "float KiB", "safetensors KiB", "ONNX KiB", "PyTorch top-1",
+            + table(["model", "bits", "float KiB", "safetensors KiB", "ONNX KiB (× float)", "PyTorch top-1",
                      "safetensors reload: agreement % / max Δlogit", "ORT basic: top-1 / agreement % / max Δlogit",
                      "ORT fused: top-1 / agreement % / max Δlogit", "PyTorch float ms", "PyTorch fake-quant ms",
                      "ORT basic ms", "ORT fused ms"], rows)
-            + "\n\nThe ONNX file is *larger* than the float state dict: its weights are 8-bit QDQ containers "
-              "(3/4-bit codes need opset 21) plus float copies of scales and the integer-LayerNorm arithmetic; "
-              "the safetensors file is the compact one. 'Fused' is onnxruntime's default optimization level, "
+            + "\n\nThe ONNX file stores each weight as one int8/uint8 code per value (3/4-bit types need opset 21, "
+              "which the TorchScript exporter does not reach), with DequantizeLinear and the bias correction's "
+              "arithmetic recomputing the forward's weights bit for bit (a test checks every weight in "
+              "onnxruntime); the safetensors file, two codes per byte, is the compact one. "
+              "'Fused' is onnxruntime's default optimization level, "
               "which turns QDQ pairs into integer kernels with their own requantization rounding; "
               "`onnx_session()` uses the basic level unless asked.")
 

@@ -1,9 +1,9 @@
 """ONNX export with QuantizeLinear/DequantizeLinear at every quantization point ONNX can express.
 
 What is exact and what is approximated:
-  * weights: their dequantized, bias-corrected values, as float constants computed by the same arithmetic as
-    PyTorch's forward (ONNX's 3/4-bit types need opset 21, which the TorchScript exporter does not reach, and
-    its weight QDQ would round x·(1/s); the safetensors export is the compact integer form);
+  * weights: int8/uint8 codes with per-channel scales, DequantizeLinear and the bias correction's arithmetic,
+    which recompute the forward's weights bit for bit (``onnx_weights``; ONNX's 3/4-bit types need opset 21,
+    which the TorchScript exporter does not reach: the safetensors export packs two codes per byte);
   * activations: per-tensor QDQ; PTF residual-stream quantizers are per-channel QDQ on the last axis;
   * integer LayerNorm: exported as its own arithmetic (Round/Floor/Log/Pow/Sqrt/ReduceSum…), exact up to
     float rounding; the log-int softmax likewise;
@@ -26,6 +26,7 @@ from typing import ClassVar, Iterator
 import torch
 from torch import nn
 
+from evolq_pl.export.onnx_weights import integer_weights
 from evolq_pl.export.output import ExportError, check_output
 from evolq_pl.io import atomic_path
 from evolq_pl.quant.quantizer import UniformQuantizer, channel_dim_of, is_calibrated, quantizers
@@ -73,15 +74,16 @@ def _exp2(g, x):  # noqa: ANN001, ANN202 (a TorchScript exporter symbolic)
 
 @contextmanager
 def export_mode(model: nn.Module, opset: int) -> Iterator[nn.Module]:
-    """For the duration (the core holds no export flag): activation quantizers take their QDQ class and weight
-    quantizers their traced one, so that weights are the forward's own values; the exporter, which has no exp2
-    (the core's powers of two), writes it as Pow(2, x)."""
+    """For the duration (the core holds no export flag): weight layers hand the exporter their integer
+    recomputation (``onnx_weights``), activation quantizers take their QDQ class and weight quantizers their
+    traced one; the exporter, which has no exp2 (the core's powers of two), writes it as Pow(2, x)."""
     torch.onnx.register_custom_op_symbolic("aten::exp2", _exp2, opset)
     swapped = [(q, type(q)) for q in quantizers(model).values()]
     try:
-        for q, cls in swapped:
-            q.__class__ = _export_class(cls, q.scale.numel() == 1, not q.is_weight)
-        yield model
+        with integer_weights(model):
+            for q, cls in swapped:
+                q.__class__ = _export_class(cls, q.scale.numel() == 1, not q.is_weight)
+            yield model
     finally:
         torch.onnx.unregister_custom_op_symbolic("aten::exp2", opset)
         for q, cls in swapped:

@@ -135,9 +135,16 @@ def bias_correct_to(w_hat: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor) -> 
     In the published code's operation order, ((ŵ − μ̂)·(σ/(σ̂ + 1e-8)) + μ̂) − μ̂ + μ: the algebraically
     redundant + μ̂ − μ̂ changes the last bit of some weights, and those bits flip later roundings.
     """
-    mu_hat, sd_hat = channel_stats(w_hat)
+    mu_hat, ratio = bias_correction_terms(w_hat, sd)
     flat = w_hat.reshape(w_hat.shape[0], -1)  # (O, I·k·k)
-    return (((flat - mu_hat) * (sd / (sd_hat + 1e-8)) + mu_hat) - mu_hat + mu).reshape(w_hat.shape)
+    return (((flat - mu_hat) * ratio + mu_hat) - mu_hat + mu).reshape(w_hat.shape)
+
+
+def bias_correction_terms(w_hat: torch.Tensor, sd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """μ̂ and σ/(σ̂ + 1e-8) of ``bias_correct_to`` (both (O, 1)): what an export that recomputes the correction
+    from integer codes needs as constants."""
+    mu_hat, sd_hat = channel_stats(w_hat)
+    return mu_hat, sd / (sd_hat + 1e-8)
 
 
 def bias_correct(w: torch.Tensor, w_hat: torch.Tensor) -> torch.Tensor:

@@ -98,3 +98,38 @@ def test_export_and_run_emit_no_tracer_or_shape_merge_warnings(name, tmp_path, c
     assert {n: type(q) for n, q in quantizers(model).items()} == classes  # the export-time classes are put back
     with torch.no_grad():
         assert (torch.from_numpy(out).argmax(1) == model(x).argmax(1)).all()
+
+
+@pytest.mark.parametrize("kind", ["deit", "levit", "swin"])
+def test_weights_are_integer_and_recomputed_exactly(kind, tmp_path):
+    """No float tensor the size of a weight is stored; onnxruntime recomputes, from the integer codes, every
+    weight the PyTorch forward multiplies by, bit for bit (each intermediate of the graph is made an output)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from evolq_pl.export.onnx_io import onnx_session
+    from evolq_pl.layers import QConv2d, QLinear
+    from tests.search.helpers import tiny_model
+
+    model, batches = tiny_model(kind)
+    with torch.no_grad():
+        weights = {n: m.quantized_weight().numpy().copy() for n, m in model.named_modules()
+                   if isinstance(m, (QLinear, QConv2d))}
+    path = export_onnx(model, batches[0][:2], tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    stored = [numpy_helper.to_array(t) for t in proto.graph.initializer]
+    stored += [numpy_helper.to_array(a.t) for n in proto.graph.node if n.op_type == "Constant" for a in n.attribute]
+    sizes = {w.size for w in weights.values()}
+    assert not [t.shape for t in stored if t.dtype == np.float32 and t.size in sizes]
+    assert sum(t.dtype in (np.int8, np.uint8) and t.size in sizes for t in stored) == len(weights)
+
+    known = {o.name for o in proto.graph.output}
+    proto.graph.output.extend(onnx.ValueInfoProto(name=o) for n in proto.graph.node for o in n.output
+                              if o and o not in known)
+    proto.graph.ClearField("value_info")
+    onnx.save(proto, str(tmp_path / "all.onnx"))
+    outputs = onnx_session(tmp_path / "all.onnx").run(None, {"images": batches[1][:2].numpy()})
+    computed = {o.tobytes() for o in outputs if isinstance(o, np.ndarray) and o.dtype == np.float32}
+    missing = [n for n, w in weights.items() if w.tobytes() not in computed]
+    assert not missing and len(weights) >= 6
