@@ -24,7 +24,7 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks.fingerprint import fingerprint
+from benchmarks.fingerprint import fingerprint, holds, platform_id
 from benchmarks.report import RESULTS, ROOT, machine, table, update_section, write_json
 from benchmarks.synthetic import fit_cli
 from evolq_pl.models.reference import reference_model
@@ -141,7 +141,8 @@ def run(spec: dict[str, Any], threads_note: str) -> dict[str, Any]:
         raise RuntimeError(f"{out['command']} exited {out['returncode']}:\n{out['error_tail']}")
     record = json.loads((run_dir / "results.json").read_text())
     record.update(spec=spec, key=key(spec), wall_seconds=out["wall_seconds"], threads=threads_note,
-                  command=out["command"], checkpoint_sha256=ref["sha256"], fingerprint=fingerprint())
+                  command=out["command"], checkpoint_sha256=ref["sha256"], fingerprint=fingerprint(),
+                  platform=platform_id())
     return record
 
 
@@ -320,7 +321,12 @@ def report(records: dict[str, dict[str, Any]]) -> str:
              "stored it), Holm-adjusted over each table (one family of claims). A gain (or loss) is claimed only where "
              "the interval excludes zero and the adjusted McNemar p < 0.05. "
              "`search s` includes per-candidate or per-step test evaluations where a suite makes them; runs "
-             "shared the 2 cores with other processes.\n"]
+             "shared the 2 cores with other processes. The records hold for the code at HEAD where "
+             "`python -m benchmarks.report --check` passes: each was measured here by code of the working tree's "
+             "fingerprint, or its commit's code gives that fingerprint on the checking machine "
+             "(`benchmarks/fingerprint.py`: the bits of a small search). Per-image results reproduce exactly "
+             "only on the kind of CPU that measured them (`python -m benchmarks.accuracy --verify K`): the same "
+             "code gives other bits on another CPU, whose kernels round differently.\n"]
     for title, suite in SECTIONS:
         g = _group(recs, suite)
         if g:
@@ -440,14 +446,17 @@ COMPARED = ("top1_float", "top1_init", "top1_evolq", "correct_float", "correct_i
 
 
 def verify(records: dict[str, dict[str, Any]], k: int) -> int:
-    """Rerun ``k`` records chosen at random among those measured by code of the working tree's fingerprint (the
-    others are expected to differ: ``--stale`` reruns them); 0 if each reproduces exactly (top-1, per-image
-    correctness, fitness), else 1 after printing what differs."""
+    """Rerun ``k`` records chosen at random among those measured on this platform by code of the working tree's
+    fingerprint (the others are expected to differ: the kernels of another CPU round differently, and
+    ``--stale`` reruns records of other code); 0 if each reproduces exactly (top-1, per-image correctness,
+    fitness), else 1 after printing what differs."""
     import random
-    now = fingerprint()
-    pool = sorted(n for n, r in records.items() if is_current(r) and r.get("fingerprint") == now)
+    now, here = fingerprint(), platform_id()
+    pool = sorted(n for n, r in records.items()
+                  if is_current(r) and r.get("fingerprint") == now and r.get("platform") == here)
     if len(pool) < k:
-        raise SystemExit(f"--verify {k}: only {len(pool)} records carry the working tree's fingerprint {now}")
+        raise SystemExit(f"--verify {k}: only {len(pool)} records were measured here ({here}) with the working "
+                         f"tree's fingerprint {now}")
     chosen = random.Random().sample(pool, k)
     failed = 0
     for name in chosen:
@@ -472,8 +481,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--variant-bits", nargs="+", type=int, default=[3], help="weight bits of the variants suite")
     parser.add_argument("--force", action="store_true", help="rerun records that already exist")
-    parser.add_argument("--stale", action="store_true", help="rerun records measured by code whose fingerprint "
-                        "differs from the working tree's (resumable: a rerun record is current)")
+    parser.add_argument("--stale", action="store_true", help="rerun records that do not hold for the working "
+                        "tree (benchmarks.fingerprint.holds; resumable: a rerun record holds)")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--verify", type=int, metavar="K", help="rerun K records chosen at random and compare their "
                         "per-image correctness exactly (exit 1 on any difference); writes nothing")
@@ -487,7 +496,7 @@ def main() -> None:
         now = fingerprint() if args.stale else None
         for spec in specs(args.suite, args.seeds, args.variants, args.variant_bits):
             old = stored["records"].get(key(spec))
-            done = old is not None and is_current(old) and (now is None or old.get("fingerprint") == now)
+            done = old is not None and is_current(old) and (now is None or holds(old, now))
             if spec["ref"] not in args.models or (done and not args.force):
                 continue
             print(f"== {key(spec)}", flush=True)

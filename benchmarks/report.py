@@ -35,7 +35,8 @@ def machine() -> dict[str, Any]:
     return {"date": datetime.date.today().isoformat(), "commit": commit.stdout.strip() or "unknown",
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "platform": importlib.import_module("benchmarks.fingerprint").platform_id()}
 
 
 def machine_line(m: dict[str, Any]) -> str:
@@ -261,25 +262,25 @@ def summary() -> str:
 
 
 def stale_records(current: str | None = None) -> str | None:
-    """Why the cited accuracy records do not hold for the working tree (None: every one does): records whose
-    code fingerprint (``benchmarks.fingerprint``) differs from the working tree's, or that carry none."""
+    """Why the cited accuracy records do not hold for the working tree (None: every one does): records that
+    ``benchmarks.fingerprint.holds`` refuses (measured by code of another fingerprint)."""
     acc = _load("accuracy")
     if acc is None:
         return None
     accuracy = importlib.import_module("benchmarks.accuracy")
+    fp = importlib.import_module("benchmarks.fingerprint")
     if current is None:
-        current = importlib.import_module("benchmarks.fingerprint").fingerprint()
-    stale: dict[str, set[str]] = {}
-    for r in acc["records"].values():
-        if accuracy.is_current(r) and r.get("fingerprint") != current:
-            stale.setdefault(r["spec"]["suite"], set()).add(r.get("machine", {}).get("commit", "?"))
-    if not stale:
+        current = fp.fingerprint()
+    refused = [r for r in acc["records"].values() if accuracy.is_current(r) and not fp.holds(r, current)]
+    if not refused:
         return None
-    count = sum(1 for r in acc["records"].values() if accuracy.is_current(r) and r.get("fingerprint") != current)
+    stale: dict[str, set[str]] = {}
+    for r in refused:
+        stale.setdefault(r["spec"]["suite"], set()).add(r.get("machine", {}).get("commit", "?"))
     where = "; ".join(f"{suite} (measured at {', '.join(sorted(c))})" for suite, c in sorted(stale.items()))
-    return (f"{count} cited accuracy records were measured by code whose fingerprint differs from the working "
-            f"tree's ({current}): {where}; rerun them: python -m benchmarks.accuracy --suite "
-            f"{' '.join(sorted(stale))} --force")
+    return (f"{len(refused)} cited accuracy records were measured by code that computes other bits than the working tree "
+            f"({current} on {fp.platform_id()}): {where}; rerun them: python -m benchmarks.accuracy --suite "
+            f"{' '.join(sorted(stale))} --stale")
 
 
 def main() -> None:
