@@ -122,7 +122,7 @@ def _sections() -> dict[str, Callable[[], str | None]]:
         "calibration_memory": _with_before("calibration_memory", "calibration_memory"),
         "checkpoint_cost": _with_before("checkpoint_cost", "checkpoint_cost"),
         "reference_parity": _with_before("reference_parity", "reference_parity"),
-        "export": lambda: exp and mod("export").report(exp["records"], exp["machine"]),
+        "export": lambda: exp and mod("export").report(exp["records"], exp["machine"], exp.get("imagenet_sizes")),
         "landscape": lambda: land and mod("landscape").section(land),
         "gpu": lambda: gpu and mod("gpu_report").benchmarks_md(gpu, gpu["commit"], gpu.get("date", "?")),
     }
@@ -250,8 +250,10 @@ def summary() -> str:
                   f"{min(min(r['onnx_basic']['argmax_agreement'], r['onnx_fused']['argmax_agreement']) for r in rs):.2f}–100 %, "
                   f"safetensors identical logits; file size against the float weights: safetensors "
                   + ", ".join(f"{r['model']} W{r['w_bits']} {r['safetensors_bytes'] / r['float_bytes']:.2f}×" for r in rs)
-                  + "; ONNX (fake-quant graph with float weights) "
-                  + ", ".join(f"{r['onnx_bytes'] / r['float_bytes']:.2f}×" for r in rs) + "."]
+                  + "; ONNX (integer weights) "
+                  + ", ".join(f"{r['model']} W{r['w_bits']} {r['onnx_bytes'] / r['float_bytes']:.2f}×"
+                              for r in rs + exp.get("imagenet_sizes", []))
+                  + "."]
     gpu = _load("gpu_check")
     lines += ["", f"GPU: measured {gpu.get('date', '?')} at `{gpu['commit']}` on {gpu['environment']['device']} "
               "(section below)." if gpu is not None else "GPU: not measured."]
