@@ -1,5 +1,6 @@
 """A fingerprint of what decides the accuracy records' numbers: the bits of a fixed small calibration + search
-on each shipped reference model, with the paper's search and with the preset's options.
+on each shipped reference model, with the paper's search and with the preset's options, and the images and
+labels the records' data modules give (seed 0's calibration set, the test split, the validation split).
 
 A refactor that keeps every bit keeps the fingerprint (and so the records' validity); a change that moves one
 scale or one logit changes it. The bits also depend on the CPU's kernels (the same code gave 186bab399f07f1a0 on
@@ -58,6 +59,18 @@ def _model_bits(name: str, search: dict, h: "hashlib._Hash") -> None:
         h.update(model(batches[0]).contiguous().numpy().tobytes())
 
 
+def _data_bits(name: str, h: "hashlib._Hash") -> None:
+    from evolq_pl.lightning import FashionMNISTDataModule
+
+    size = reference_model(name)["image_size"]
+    for split in ({}, {"val_size": 10_000, "eval_split": "val"}):  # accuracy.py's VAL_SIZE
+        dm = FashionMNISTDataModule(image_size=size, batch_size=500, calib_size=1000, seed=0, **split)
+        calib = dm.calibration_data()
+        tensors = [calib.images, calib.labels, *(t for batch in dm.eval_dataloader() for t in batch)]
+        for t in tensors:
+            h.update(t.contiguous().numpy().tobytes())
+
+
 @functools.cache
 def fingerprint() -> str:
     """The working tree's fingerprint (16 hex digits), computed once per process."""
@@ -66,6 +79,7 @@ def fingerprint() -> str:
     torch.set_num_threads(1)  # the bits of a reduction may depend on how it is split over threads
     try:
         for name in MODELS:
+            _data_bits(name, h)
             for search in SEARCHES:
                 _model_bits(name, search, h)
     finally:
