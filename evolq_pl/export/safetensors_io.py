@@ -26,7 +26,7 @@ from evolq_pl.export.output import ExportError, check_output
 from evolq_pl.io import atomic_path
 from evolq_pl.layers import QConv2d, QLinear
 from evolq_pl.quant.config import QuantConfig
-from evolq_pl.quant.functional import bias_correct_to, channel_stats
+from evolq_pl.quant.functional import bias_correct_to
 from evolq_pl.quant.quantizer import quantizers
 
 FORMAT = "evolq_pl/2"  # /2: content hash in the metadata
@@ -66,22 +66,21 @@ def _stored_as_codes(layers: dict[str, QLinear | QConv2d]) -> set[str]:
 
 class _Frozen:
     """A weight layer rebuilt from an export multiplies by its stored dequantized (bias-corrected) weight
-    ``frozen_weight``: the float weights it would be computed from are not in the file."""
+    ``frozen_weight``: the float weights it would be computed from are not in the file, their statistics are
+    (``frozen_target``)."""
 
     frozen_weight: torch.Tensor
+    frozen_target: tuple[torch.Tensor, torch.Tensor]
 
     def quantized_weight(self) -> torch.Tensor:
         return self.frozen_weight
 
-
-class FrozenQLinear(_Frozen, QLinear):
-    pass
-
-
-class FrozenQConv2d(_Frozen, QConv2d):
-    pass
+    def bias_target(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.frozen_target
 
 
+FrozenQLinear = type("FrozenQLinear", (_Frozen, QLinear), {})  # module-level names: they pickle
+FrozenQConv2d = type("FrozenQConv2d", (_Frozen, QConv2d), {})
 FROZEN: dict[type, type] = {QLinear: FrozenQLinear, QConv2d: FrozenQConv2d}
 
 
@@ -106,7 +105,7 @@ def export_safetensors(model: nn.Module, path: str | Path, model_name: str, mode
             tensors[f"{name}.qweight"] = pack(codes, wq.bit_type.bits)
             tensors[f"{name}.qzero"] = (wq.zero_point - wq.bit_type.lower).to(torch.uint8)  # integer-valued
             if layer.bias_correction:
-                mu, sd = channel_stats(layer.weight)
+                mu, sd = layer.bias_target()  # a rebuilt layer: the stored ones
                 tensors[f"{name}.bc_mean"], tensors[f"{name}.bc_std"] = mu.contiguous(), sd.contiguous()
             weights[name] = _weight_info(layer)
         skip = _stored_as_codes(layers)
@@ -295,6 +294,7 @@ def _restore_weight(layer: QLinear | QConv2d, name: str, tensors: dict[str, torc
     w_hat = layer.weight_quantizer.dequantize(codes + info["lower"])
     layer.weight.copy_(w_hat)
     if info["bias_correction"]:
-        w_hat = bias_correct_to(w_hat, tensors[f"{name}.bc_mean"], tensors[f"{name}.bc_std"])
+        layer.frozen_target = tensors[f"{name}.bc_mean"], tensors[f"{name}.bc_std"]
+        w_hat = bias_correct_to(w_hat, *layer.frozen_target)
     layer.__class__ = FROZEN[type(layer)]
     layer.register_buffer("frozen_weight", w_hat, persistent=False)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evolq_pl.quant.config import QuantConfig
-from evolq_pl.quant.functional import bias_correct, fake_quant
+from evolq_pl.quant.functional import bias_correct, channel_stats, fake_quant
 from evolq_pl.quant.quantizer import UniformQuantizer
 
 
@@ -54,6 +54,11 @@ class _QWeight:
     def _compute_weight(self) -> torch.Tensor:
         w_hat = fake_quant(self.weight, *self.weight_quantizer.grid(self.weight))
         return bias_correct(self.weight, w_hat) if self.bias_correction else w_hat
+
+    def bias_target(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-output-channel mean and std (both (O, 1)) bias correction gives the dequantized weight: the
+        float weight's (a layer rebuilt from an export has them stored instead)."""
+        return channel_stats(self.weight)
 
     def effective_weight(self) -> torch.Tensor:
         wq = self.weight_quantizer
