@@ -280,8 +280,9 @@ def stale_records(current: str | None = None) -> str | None:
     for r in refused:
         stale.setdefault(r["spec"]["suite"], set()).add(r.get("machine", {}).get("commit", "?"))
     where = "; ".join(f"{suite} (measured at {', '.join(sorted(c))})" for suite, c in sorted(stale.items()))
-    return (f"{len(refused)} cited accuracy records were measured by code that computes other bits than the working tree "
-            f"({current} on {fp.platform_id()}): {where}; rerun them: python -m benchmarks.accuracy --suite "
+    return (f"{len(refused)} cited accuracy records were measured by code that computes other bits than the "
+            f"working tree ({current} on {fp.platform_id()}): {where}; rerun them: "
+            f"python -m benchmarks.accuracy --suite "
             f"{' '.join(sorted(stale))} --stale")
 
 

@@ -1,8 +1,9 @@
 """Integer weight initializers for the ONNX export: each weight layer's codes are stored as int8/uint8 and the
 weight the forward multiplies by is recomputed in the graph, bit for bit: DequantizeLinear(codes, s, z, axis=0),
 then, with bias correction, ((ŵ − μ̂)·r + μ̂) − μ̂ + μ with the per-channel constants μ̂, r = σ/(σ̂ + 1e-8), μ of
-``quant.functional.bias_correct_to`` (every step one float32 rounding, as in PyTorch; checked before export). A W4 model's file is about a quarter of its float size; onnxruntime may fold the subgraph into a
-float constant when it loads the model (the same values).
+``quant.functional.bias_correct_to`` (every step one float32 rounding, as in PyTorch; checked before export).
+One byte per weight: an ImageNet-size model's file is about a quarter of its float state dict (BENCHMARKS.md,
+export). onnxruntime may fold the subgraph into float constants when it loads the model (the same values).
 """
 from __future__ import annotations
 

@@ -141,8 +141,7 @@ def bias_correct_to(w_hat: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor) -> 
 
 
 def bias_correction_terms(w_hat: torch.Tensor, sd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """μ̂ and σ/(σ̂ + 1e-8) of ``bias_correct_to`` (both (O, 1)): what an export that recomputes the correction
-    from integer codes needs as constants."""
+    """The correction's per-channel constants besides μ: μ̂ and σ/(σ̂ + 1e-8) of ``bias_correct_to`` (both (O, 1))."""
     mu_hat, sd_hat = channel_stats(w_hat)
     return mu_hat, sd / (sd_hat + 1e-8)
 
