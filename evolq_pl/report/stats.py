@@ -1,5 +1,7 @@
 """Paired statistics for "does the search help": the mean paired difference over seeds with a 95 % t
-interval, and the exact McNemar test on per-image correctness pooled over seeds. Standard library only."""
+interval, and the exact McNemar test on per-image correctness pooled over seeds. Standard library only: scipy
+is not among the project's dependencies (torch, lightning, timm, torchmetrics, datasets, numpy, jsonargparse);
+the t quantile and the incomplete beta are checked against published tables (tests/report/test_stats.py)."""
 from __future__ import annotations
 
 import math
