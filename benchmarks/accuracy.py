@@ -24,7 +24,7 @@ import statistics
 import time
 from typing import Any
 
-from benchmarks.fingerprint import fingerprint, holds, platform_id
+from benchmarks.fingerprint import DEFINITION, fingerprint, holds, platform_id
 from benchmarks.report import RESULTS, ROOT, machine, table, update_section, write_json
 from benchmarks.synthetic import fit_cli
 from evolq_pl.models.reference import reference_model
@@ -142,7 +142,7 @@ def run(spec: dict[str, Any], threads_note: str) -> dict[str, Any]:
     record = json.loads((run_dir / "results.json").read_text())
     record.update(spec=spec, key=key(spec), wall_seconds=out["wall_seconds"], threads=threads_note,
                   command=out["command"], checkpoint_sha256=ref["sha256"], fingerprint=fingerprint(),
-                  platform=platform_id())
+                  platform=platform_id(), definition=DEFINITION)
     return record
 
 
@@ -452,8 +452,8 @@ def verify(records: dict[str, dict[str, Any]], k: int) -> int:
     fitness), else 1 after printing what differs."""
     import random
     now, here = fingerprint(), platform_id()
-    pool = sorted(n for n, r in records.items()
-                  if is_current(r) and r.get("fingerprint") == now and r.get("platform") == here)
+    pool = sorted(n for n, r in records.items() if is_current(r) and r.get("fingerprint") == now
+                  and r.get("platform") == here and r.get("definition") == DEFINITION)
     if len(pool) < k:
         raise SystemExit(f"--verify {k}: only {len(pool)} records were measured here ({here}) with the working "
                          f"tree's fingerprint {now}")

@@ -3,13 +3,16 @@ on each shipped reference model, with the paper's search and with the preset's o
 labels the records' data modules give (seed 0's calibration set, the test split, the validation split).
 
 A refactor that keeps every bit keeps the fingerprint (and so the records' validity); a change that moves one
-scale or one logit changes it. The bits also depend on the CPU's kernels (the same code gave 186bab399f07f1a0 on
-the machine that measured the first fingerprinted records and 52e009d01e5900d1 on an AMD EPYC with AVX512), so
-records store the fingerprint *and* the platform that measured them. A record holds for the working tree when
-it was measured on this platform with the working tree's fingerprint, or, from another platform or before
-records carried a fingerprint, when the code of its commit gives on this machine the working tree's fingerprint
-(``fingerprint_of``: that code computes the same bits; per-image results themselves reproduce only on the
-platform that measured them). ``python -m benchmarks.report --check`` refuses records that do not hold.
+scale or one logit changes it. The bits also depend on the CPU's kernels (without the data part, the same code
+gave 186bab399f07f1a0 on the machine that measured the first fingerprinted records and 52e009d01e5900d1 on an
+AMD EPYC with AVX512), so records store the fingerprint, the platform that measured them and the definition
+of the fingerprint (``DEFINITION``, this file's hash). A record holds for the working tree (``holds``) when it
+was measured on this platform, under this definition, with the working tree's fingerprint; or when it was
+measured by the command line on a clean tree, with the shipped configs as they are now, by a commit whose code
+gives the working tree's fingerprint on this machine (``fingerprint_of``). The fingerprint does not run the
+Lightning glue or the command line: a change there that moves numbers escapes it, and only a rerun finds it
+(``accuracy --verify``, on the kind of CPU that measured the records: per-image results reproduce only there).
+``python -m benchmarks.report --check`` refuses records that do not hold.
 
     python -m benchmarks.fingerprint                # the working tree's fingerprint (~35 s on 2 cores)
     python -m benchmarks.fingerprint --commit C     # C's package, on this machine
@@ -22,6 +25,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -38,7 +42,8 @@ MODELS = ("deit_fmnist", "levit_fmnist")
 SMALL = dict(passes=1, population=4, tournament=2, cycles=2, seed=0, compile_backend=None)
 SEARCHES = (SMALL, {**SMALL, "include_embed": True, "relative_mutation": True, "relative_range": 0.05})
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "benchmarks" / "results" / "fingerprints.json"  # {platform: {commit: fingerprint}}, measured here
+CACHE = ROOT / "benchmarks" / "results" / "fingerprints.json"  # {platform / definition: {commit: fingerprint}}
+DEFINITION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:8]  # what a fingerprint means
 
 
 def _model_bits(name: str, search: dict, h: "hashlib._Hash") -> None:
@@ -99,31 +104,83 @@ def platform_id() -> str:
     return f"{model} / {torch.backends.cpu.get_cpu_capability()} / torch {torch.__version__}"
 
 
+INCOMPATIBLE = 3  # the child's exit status when a commit's package lacks what this fingerprint calls
+_CHILD = """
+import sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]  # tmp's package only
+try:
+    import benchmarks.fingerprint as fp
+    value = fp.fingerprint()
+except (ImportError, AttributeError, TypeError) as err:
+    print(f"incompatible: {type(err).__name__}: {err}", file=sys.stderr)
+    raise SystemExit(3)
+outside = sorted({m.__file__ for n, m in sys.modules.items() if n.startswith("evolq_pl") and getattr(m, "__file__", None)
+                  and not m.__file__.startswith(sys.argv[1])})
+if outside:
+    raise SystemExit(f"modules from outside the commit's package: {outside[:3]}")
+print(value)
+"""
+
+
+def _run_at(commit: str) -> str | None:
+    """Run the fingerprint on ``commit``'s ``evolq_pl/`` (extracted by ``git archive``) in a fresh process that
+    can import nothing else of the package (the editable install's finder is removed, every module checked).
+    None: that code cannot run it. Raises on any other failure (not a property of the commit: not cached)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "archive", commit, "evolq_pl"], cwd=ROOT, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([tmp, str(ROOT)])}
+        out = subprocess.run([sys.executable, "-c", _CHILD, tmp], cwd=tmp, env=env, capture_output=True, text=True,
+                             timeout=1800)
+    if out.returncode == INCOMPATIBLE:
+        return None
+    value = out.stdout.split()[-1] if out.stdout.split() else ""
+    if out.returncode != 0 or not re.fullmatch(r"[0-9a-f]{16}", value):
+        raise RuntimeError(f"fingerprint of {commit} failed ({out.returncode}): {out.stderr[-1000:]}")
+    return value
+
+
 def fingerprint_of(commit: str) -> str | None:
-    """The fingerprint, on this machine, of ``commit``'s package (its ``evolq_pl/`` run by this file's search);
-    None when that code cannot run it (an older API). Cached per platform in ``results/fingerprints.json``."""
-    cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}
-    known = cache.setdefault(platform_id(), {})
-    if commit not in known:
-        with tempfile.TemporaryDirectory() as tmp:
-            archive = subprocess.run(["git", "archive", commit, "evolq_pl"], cwd=ROOT, capture_output=True)
-            if archive.returncode != 0:
-                return None
-            subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([tmp, str(ROOT)])}
-            out = subprocess.run([sys.executable, "-m", "benchmarks.fingerprint"], cwd=tmp, env=env,  # tmp first
-                                 capture_output=True, text=True)
-        known[commit] = out.stdout.split()[-1] if out.returncode == 0 and out.stdout.split() else None
-        CACHE.write_text(json.dumps(cache, indent=2, sort_keys=True) + "\n")
-    return known[commit]
+    """The fingerprint, on this machine, of ``commit``'s package; None when that code cannot run it (an older
+    API). Cached per platform and definition of the fingerprint (this file's sha256) in results/fingerprints.json,
+    merged and replaced atomically."""
+    where = f"{platform_id()} / definition {DEFINITION}"
+    cached = json.loads(CACHE.read_text()).get(where, {}) if CACHE.exists() else {}
+    if commit in cached:
+        return cached[commit]
+    value = _run_at(commit)
+    cache = json.loads(CACHE.read_text()) if CACHE.exists() else {}  # what others wrote meanwhile
+    cache.setdefault(where, {})[commit] = value
+    tmp = CACHE.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cache, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, CACHE)
+    return value
+
+
+def _configs(commit: str | None) -> dict[str, Any]:
+    """The shipped configs (parsed: a comment does not count) at ``commit`` (None: the working tree)."""
+    import yaml
+    if commit is None:
+        return {str(p.relative_to(ROOT)): yaml.safe_load(p.read_text()) for p in (ROOT / "configs").rglob("*.yaml")}
+    names = subprocess.run(["git", "ls-tree", "-r", "--name-only", commit, "configs"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    return {n: yaml.safe_load(subprocess.run(["git", "show", f"{commit}:{n}"], cwd=ROOT, capture_output=True,
+                                             text=True, check=True).stdout) for n in names if n.endswith(".yaml")}
 
 
 def holds(record: dict[str, Any], current: str) -> bool:
-    """Whether an accuracy record holds for the working tree of fingerprint ``current`` (module docstring)."""
-    if record.get("fingerprint") is not None and record.get("platform") == platform_id():
-        return record["fingerprint"] == current
-    commit = record.get("machine", {}).get("commit")
-    return commit is not None and fingerprint_of(commit) == current
+    """Whether an accuracy record holds for the working tree of fingerprint ``current`` (module docstring).
+
+    Measured here with this definition of the fingerprint: its fingerprint decides. Otherwise only a record of
+    the command-line era (one that stored its ``evolq-pl fit`` command and a fingerprint) whose tree was clean,
+    measured with the shipped configs as they are now, by a commit whose code gives ``current`` here."""
+    if record.get("platform") == platform_id() and record.get("definition") == DEFINITION:
+        return record.get("fingerprint") == current
+    machine = record.get("machine", {})
+    if not (record.get("command") and record.get("fingerprint") and machine.get("commit")) or machine.get("dirty"):
+        return False
+    commit = machine["commit"]
+    return fingerprint_of(commit) == current and _configs(commit) == _configs(None)
 
 
 if __name__ == "__main__":

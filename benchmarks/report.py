@@ -32,7 +32,10 @@ def replace_block(text: str, name: str, markdown: str) -> str:
 
 def machine() -> dict[str, Any]:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    changed = subprocess.run(["git", "status", "--porcelain", "--", "evolq_pl", "configs", "benchmarks/*.py"],
+                             cwd=ROOT, capture_output=True, text=True)
     return {"date": datetime.date.today().isoformat(), "commit": commit.stdout.strip() or "unknown",
+            "dirty": bool(changed.stdout.strip()) or changed.returncode != 0,  # code not in the commit measured
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
