@@ -117,7 +117,8 @@ def imagenet_sizes(work: Path) -> list[dict[str, Any]]:
     return [imagenet_size(name, config, work) for name, config in IMAGENET.items()]
 
 
-def report(records: list[dict[str, Any]], m: dict[str, Any], sizes: list[dict[str, Any]] | None = None) -> str:
+def report(records: list[dict[str, Any]], m: dict[str, Any], sizes: list[dict[str, Any]] | None = None,
+           sizes_machine: dict[str, Any] | None = None) -> str:
     rows = [[r["model"], f"W{r['w_bits']}A8", f"{r['float_bytes'] / 1024:.0f}", f"{r['safetensors_bytes'] / 1024:.0f}",
              f"{r['onnx_bytes'] / 1024:.0f} ({r['onnx_bytes'] / r['float_bytes']:.2f}×)", f"{r['top1_pytorch']:.2f}",
              f"{r['safetensors']['argmax_agreement']:.2f} / {r['safetensors']['max_abs_logit_diff']:.1e}",
@@ -149,7 +150,8 @@ def report(records: list[dict[str, Any]], m: dict[str, Any], sizes: list[dict[st
                + ", ".join(f"{r['model']} {r['onnx_bytes'] / 2**20:.1f} MiB against {r['float_bytes'] / 2**20:.1f} "
                            f"MiB float ({r['onnx_bytes'] / r['float_bytes']:.2f}×)" for r in sizes or [])
                + ". The Fashion-MNIST models' files are mostly graph: their integer LayerNorm and quantizer "
-                 "arithmetic is the same few thousand nodes whatever the width." if sizes else ""))
+                 "arithmetic is the same few thousand nodes whatever the width. "
+               + (machine_line(sizes_machine) if sizes_machine else "") if sizes else ""))
 
 
 def main() -> None:

@@ -125,7 +125,8 @@ def _sections() -> dict[str, Callable[[], str | None]]:
         "calibration_memory": _with_before("calibration_memory", "calibration_memory"),
         "checkpoint_cost": _with_before("checkpoint_cost", "checkpoint_cost"),
         "reference_parity": _with_before("reference_parity", "reference_parity"),
-        "export": lambda: exp and mod("export").report(exp["records"], exp["machine"], exp.get("imagenet_sizes")),
+        "export": lambda: exp and mod("export").report(exp["records"], exp["machine"], exp.get("imagenet_sizes"),
+                                                       exp.get("imagenet_sizes_machine")),
         "landscape": lambda: land and mod("landscape").section(land),
         "gpu": lambda: gpu and mod("gpu_report").benchmarks_md(gpu, gpu["commit"], gpu.get("date", "?")),
     }

@@ -74,8 +74,9 @@ def _exp2(g, x):  # noqa: ANN001, ANN202 (a TorchScript exporter symbolic)
 @contextmanager
 def export_mode(model: nn.Module, opset: int) -> Iterator[nn.Module]:
     """For the duration (the core holds no export flag): weight layers hand the exporter their integer
-    recomputation (``onnx_weights``), activation quantizers take their QDQ class and weight quantizers their
-    traced one; the exporter, which has no exp2 (the core's powers of two), writes it as Pow(2, x)."""
+    recomputation (``onnx_weights``), activation quantizers take their QDQ class (and weight quantizers their
+    traced one, for a layer without its integer form); the exporter, which has no exp2 (the core's powers of
+    two), writes it as Pow(2, x)."""
     torch.onnx.register_custom_op_symbolic("aten::exp2", _exp2, opset)
     swapped = [(q, type(q)) for q in quantizers(model).values()]
     try:
@@ -109,6 +110,8 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, overw
                 opset: int = 17) -> Path:
     """Export a calibrated quantized model (batch dimension dynamic)."""
     path = Path(path)
+    if opset < 13:
+        raise ExportError(f"opset={opset}: per-channel DequantizeLinear needs opset 13 or later")
     check_output(path, overwrite)
     if not is_calibrated(model):
         raise ExportError("model is not calibrated: calibrate (or load a searched checkpoint) before export")

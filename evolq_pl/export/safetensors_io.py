@@ -65,18 +65,18 @@ def _stored_as_codes(layers: dict[str, QLinear | QConv2d]) -> set[str]:
 
 
 class _Frozen:
-    """A weight layer rebuilt from an export multiplies by its stored dequantized (bias-corrected) weight
-    ``frozen_weight``: the float weights it would be computed from are not in the file, their statistics are
-    (``frozen_target``)."""
+    """A rebuilt weight layer multiplies by its stored dequantized (bias-corrected) ``frozen_weight``: the float
+    weights are not in the file, their statistics are (``frozen_mean``, ``frozen_std``)."""
 
     frozen_weight: torch.Tensor
-    frozen_target: tuple[torch.Tensor, torch.Tensor]
+    frozen_mean: torch.Tensor  # (O, 1), as frozen_std
+    frozen_std: torch.Tensor
 
     def quantized_weight(self) -> torch.Tensor:
         return self.frozen_weight
 
     def bias_target(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.frozen_target
+        return self.frozen_mean, self.frozen_std
 
 
 FrozenQLinear = type("FrozenQLinear", (_Frozen, QLinear), {})  # module-level names: they pickle
@@ -86,8 +86,7 @@ FROZEN: dict[type, type] = {QLinear: FrozenQLinear, QConv2d: FrozenQConv2d}
 
 def export_safetensors(model: nn.Module, path: str | Path, model_name: str, model_kwargs: dict[str, Any],
                        overwrite: bool = False) -> Path:
-    """Write ``model`` (quantized, calibrated) to ``path``. Refuses an uncalibrated model and an existing
-    file unless ``overwrite``."""
+    """Write ``model`` (quantized, calibrated) to ``path``; refuses an uncalibrated one, an existing file too."""
     from safetensors.torch import save
 
     path = Path(path)
@@ -294,7 +293,8 @@ def _restore_weight(layer: QLinear | QConv2d, name: str, tensors: dict[str, torc
     w_hat = layer.weight_quantizer.dequantize(codes + info["lower"])
     layer.weight.copy_(w_hat)
     if info["bias_correction"]:
-        layer.frozen_target = tensors[f"{name}.bc_mean"], tensors[f"{name}.bc_std"]
-        w_hat = bias_correct_to(w_hat, *layer.frozen_target)
+        w_hat = bias_correct_to(w_hat, tensors[f"{name}.bc_mean"], tensors[f"{name}.bc_std"])
+        for stat in ("mean", "std"):  # buffers: they move with the model
+            layer.register_buffer(f"frozen_{stat}", tensors[f"{name}.bc_{stat}"], persistent=False)
     layer.__class__ = FROZEN[type(layer)]
     layer.register_buffer("frozen_weight", w_hat, persistent=False)

@@ -36,6 +36,8 @@ def test_onnxruntime_top1_matches_pytorch(name, tmp_path, fashion_mnist_availabl
 
 def test_onnx_refuses_uncalibrated_and_existing(tmp_path):
     model = create_quant_model("deit_tiny_patch16_224", img_size=32, depth=1)
+    with pytest.raises(ExportError, match="opset=11: per-channel DequantizeLinear needs opset 13"):
+        export_onnx(model, torch.randn(1, 3, 32, 32), tmp_path / "a.onnx", opset=11)
     with pytest.raises(ExportError, match="not calibrated"):
         export_onnx(model, torch.randn(1, 3, 32, 32), tmp_path / "a.onnx")
     calibrate(model, [torch.randn(2, 3, 32, 32)])
@@ -100,8 +102,9 @@ def test_export_and_run_emit_no_tracer_or_shape_merge_warnings(name, tmp_path, c
         assert (torch.from_numpy(out).argmax(1) == model(x).argmax(1)).all()
 
 
-@pytest.mark.parametrize("kind, rebuilt", [("deit", False), ("levit", False), ("swin", False), ("deit", True)])
-def test_weights_are_integer_and_recomputed_exactly(kind, rebuilt, tmp_path):
+@pytest.mark.parametrize("kind, rebuilt, signed", [("deit", False, False), ("levit", False, False),
+                                                   ("swin", False, False), ("deit", True, False), ("deit", False, True)])
+def test_weights_are_integer_and_recomputed_exactly(kind, rebuilt, signed, tmp_path):
     """No float tensor the size of a weight is stored; onnxruntime recomputes, from the integer codes, every
     weight the PyTorch forward multiplies by, bit for bit (each intermediate of the graph is made an output).
     Also for a model rebuilt from a safetensors export, whose float weights are stand-ins (the bias correction's
@@ -115,7 +118,7 @@ def test_weights_are_integer_and_recomputed_exactly(kind, rebuilt, tmp_path):
     from evolq_pl.layers import QConv2d, QLinear
     from tests.search.helpers import TINY, tiny_model
 
-    model, batches = tiny_model(kind)
+    model, batches = tiny_model(kind, w_signed=signed)  # signed: int8 codes and zero points
     if rebuilt:
         name, kw, _ = TINY[kind]
         model = load_safetensors(export_safetensors(model, tmp_path / "m.safetensors", name, kw))

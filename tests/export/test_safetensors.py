@@ -51,7 +51,8 @@ def test_a_rebuilt_layer_multiplies_by_its_stored_weight(tmp_path):
         assert torch.equal(lin.quantized_weight(), model.blocks[0].attn.qkv.quantized_weight())
         assert not torch.equal(lin.quantized_weight(), lin._compute_weight())  # not from the stand-in weights
     assert set(rebuilt.state_dict()) == set(model.state_dict())
-    assert rebuilt.to(torch.float64).blocks[0].attn.qkv.frozen_weight.dtype == torch.float64
+    moved = rebuilt.to(torch.float64).blocks[0].attn.qkv
+    assert moved.frozen_weight.dtype == moved.bias_target()[1].dtype == torch.float64  # its statistics move too
     buf = io.BytesIO()
     torch.save(rebuilt.float(), buf)
     again = torch.load(io.BytesIO(buf.getvalue()), weights_only=False)

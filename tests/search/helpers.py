@@ -14,10 +14,11 @@ TINY = {
 }
 
 
-def tiny_model(kind: str = "deit", w_bits: int = 3, seed: int = 0, n: int = 64):
-    """A calibrated tiny model and its calibration batches (2 batches of n/2 seeded random images)."""
+def tiny_model(kind: str = "deit", w_bits: int = 3, seed: int = 0, n: int = 64, **quant):
+    """A calibrated tiny model and its calibration batches (2 batches of n/2 seeded random images); ``quant``:
+    further QuantConfig fields."""
     name, kw, size = TINY[kind]
-    model = randomize_(create_quant_model(name, QuantConfig(w_bits=w_bits), **kw), seed)
+    model = randomize_(create_quant_model(name, QuantConfig(w_bits=w_bits, **quant), **kw), seed)
     x = torch.randn(n, 1, size, size, generator=torch.Generator().manual_seed(seed))
     batches = list(x.split(n // 2))
     calibrate(model, batches)
