@@ -249,3 +249,18 @@ def test_fit_help_shows_what_a_search_uses(capsys):
     assert "--optimizer" not in out and "--lr_scheduler" not in out
     code, out, _ = run_main(capsys, "fit", "--config", "demo", "--model.help", "EvolQModule")
     assert code == 0 and "--model.search.help" in out and "--model.checkpoint_weights" in out
+
+
+@pytest.mark.parametrize("value, backend", [("null", None), ("inductor", "inductor")])
+def test_compile_backend_from_the_command_line(capsys, value, backend):
+    """(issue 27, 4: ``search.compile_backend null`` on the command line was refused as the string 'None') The
+    printed config (what a run saves) reads back as the backend asked for (null: eager)."""
+    import yaml
+
+    from evolq_pl.search import SearchConfig
+
+    code, out, err = run_main(capsys, "fit", "--config", "demo", "--model.init_args.search.compile_backend", value,
+                              "--print_config")
+    assert code == 0, err
+    printed = yaml.safe_load(out)["model"]["init_args"]["search"]["compile_backend"]
+    assert SearchConfig(compile_backend=printed).compile_backend == backend
