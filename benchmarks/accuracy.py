@@ -483,6 +483,8 @@ def main() -> None:
     parser.add_argument("--force", action="store_true", help="rerun records that already exist")
     parser.add_argument("--stale", action="store_true", help="rerun records that do not hold for the working "
                         "tree (benchmarks.fingerprint.holds; resumable: a rerun record holds)")
+    parser.add_argument("--here", action="store_true", help="rerun records not measured on this platform with the "
+                        "working tree's fingerprint (a table of one kind of CPU; implies --stale)")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--verify", type=int, metavar="K", help="rerun K records chosen at random and compare their "
                         "per-image correctness exactly (exit 1 on any difference); writes nothing")
@@ -493,10 +495,13 @@ def main() -> None:
     if not args.report_only:
         import torch
         threads = f"{torch.get_num_threads()} threads"
-        now = fingerprint() if args.stale else None
+        now = fingerprint() if args.stale or args.here else None
         for spec in specs(args.suite, args.seeds, args.variants, args.variant_bits):
             old = stored["records"].get(key(spec))
             done = old is not None and is_current(old) and (now is None or holds(old, now))
+            if done and args.here:
+                done = (old.get("platform"), old.get("definition"), old.get("fingerprint")) == \
+                    (platform_id(), DEFINITION, now)
             if spec["ref"] not in args.models or (done and not args.force):
                 continue
             print(f"== {key(spec)}", flush=True)
