@@ -52,6 +52,7 @@ def prepare(configs: list[str], ckpt_path: str | None = None, eval_size: int = 2
     """Build (and restore) the module, then calibrate it; ``spec``, when given, is checked against the model's
     units first: building takes about a second, calibrating minutes on a real model."""
     module, dm = build(configs, extra or [], ckpt_path)
+    dm.check_classes(module.num_classes)
     if spec is not None:
         spec.validate(len(module.units))
     calib = dm.calibration_data()

@@ -12,7 +12,14 @@ class AccuracyModule(L.LightningModule):
     results.json give top-1 (checkpoints ranked on it rank the same). Call ``track_accuracy`` in ``__init__``."""
 
     def track_accuracy(self, num_classes: int) -> None:
+        self.num_classes = num_classes
         self.val_metrics = torch.nn.ModuleDict(topk_metrics(num_classes))
+
+    def setup(self, stage: str) -> None:
+        """Before any image is read: the data's classes are ones the model predicts."""
+        check = getattr(self.trainer.datamodule, "check_classes", None)
+        if check is not None:
+            check(self.num_classes)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch

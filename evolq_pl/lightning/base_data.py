@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, IterableDataset
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.search.calibration import CalibrationData
 
 
@@ -30,6 +32,18 @@ class EvolQDataModule(L.LightningDataModule):
     holdout_size: int = 0  # held-out train images (for selection='holdout'), disjoint from calibration
     val_size: int = 0  # the validation split of train (choices are made on it)
     eval_split: str = "test"  # what eval_dataloader reads: "test", or "val" (the validation split)
+    num_classes: int | None = None  # how many classes the labels index (None: not known before reading them)
+
+    def check_classes(self, model_classes: int) -> None:
+        """Labels the model cannot predict are refused; fewer classes than the model's are read as its first
+        ones (right for synthetic data or a folder of ImageNet's first synsets, wrong for another subset)."""
+        name, have = type(self).__name__, self.num_classes
+        if have is not None and have > model_classes:
+            raise EvolQError(f"data: {name} has {have} classes, the model predicts {model_classes} "
+                             f"(model.init_args.model_kwargs.num_classes): they must agree")
+        if have is not None and have < model_classes:
+            rank_zero_warn(f"data: {name} has {have} classes, the model predicts {model_classes}: label i is read "
+                           f"as the model's class i (a subset of other classes would be scored wrongly)")
 
     def calibration_data(self) -> CalibrationData:
         raise NotImplementedError

@@ -169,6 +169,8 @@ class FashionMNISTDataModule(EvolQDataModule):
         seed: seed of the calibration/held-out split.
     """
 
+    num_classes = 10
+
     def __init__(self, root: str | None = None, image_size: int | None = None, batch_size: int = 256,
                  calib_size: int = 1000, calib_batch_size: int = 100, holdout_size: int = 0, val_size: int = 0,
                  eval_split: str = "test", eval_size: int | None = None, seed: int = 0, num_workers: int = 0) -> None:

@@ -170,13 +170,14 @@ class ImageNetDataModule(EvolQDataModule):
             from torchvision.datasets import ImageFolder
             if not Path(root).is_dir():
                 raise DataError(f"data.root={root!r} does not exist")
-            _check_folder(Path(root))
+            self.num_classes = len(_check_folder(Path(root)))
             self.train, self.val = (ImageFolder(str(Path(root) / split), tf, loader=load_image) for split in ("train", "val"))
         else:
             train, val = _load_hf(hf_dataset, hf_train_split, hf_val_split)
             missing = [c for c in (image_column, label_column) if c not in train.column_names]
             if missing:
                 raise DataError(f"dataset {hf_dataset!r} has no column(s) {missing}; columns: {train.column_names}")
+            self.num_classes = getattr(train.features[label_column], "num_classes", None)  # a ClassLabel's
             self.train = HFImages(train, tf, image_column, label_column)
             self.val = HFImages(val, tf, image_column, label_column)
         val_idx, rest = validation_split(len(self.train), val_size)

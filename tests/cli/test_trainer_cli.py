@@ -87,3 +87,20 @@ def test_fit_into_a_finished_run_folder_is_refused_before_work(tmp_path):
                                             f"({tmp_path / 'run' / 'results.json'}): give another --run_dir, or "
                                             "pass --overwrite true to replace it")
     assert not (tmp_path / "run" / "checkpoints").exists()  # refused before any work
+
+
+def test_a_model_of_fewer_classes_than_the_data_is_refused_before_calibration(tmp_path, fashion_mnist_available):
+    """(issue 27, 2) Fashion-MNIST's 10 labels cannot be scored by a 5-class head: refused in one line before the
+    calibration reads an image, nothing searched or written."""
+    if not fashion_mnist_available:
+        pytest.skip("dataset-fashion-mnist not installed (.ci/run installs it)")
+    config = tiny_config(tmp_path)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["model"]["init_args"]["model_kwargs"]["num_classes"] = 5
+    config.write_text(yaml.safe_dump(cfg))
+    bad = cli("fit", "--config", str(config))
+    assert bad.returncode == 2 and bad.stderr.splitlines()[-2] == (
+        "error: data: FashionMNISTDataModule has 10 classes, the model predicts 5 "
+        "(model.init_args.model_kwargs.num_classes): they must agree"), bad.stderr[-2000:]
+    assert "Traceback" not in bad.stderr and "calibrated init" not in bad.stdout
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ckpt").exists()

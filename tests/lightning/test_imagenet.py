@@ -1,11 +1,13 @@
 """ImageNet path on generated data: folder and HF sources, bad layouts, every config builds."""
 import os
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+from evolq_pl.errors import EvolQError
 from evolq_pl.lightning.imagenet import DataError, HFImages, ImageNetDataModule
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +56,30 @@ def test_folder_and_hf_give_same_calibration_images(tmp_path):
                          "--data.init_args.hf_dataset", str(hf_path), "--data.init_args.calib_size", "2"], run=False)
     assert isinstance(cli.datamodule.train, HFImages)
     assert cli.datamodule.num_workers == min(8, os.cpu_count())
+
+
+def test_the_data_names_its_class_count_and_refuses_labels_the_model_cannot_predict(tmp_path):
+    """(issue 27, 2) the class count is checked before any image is read: more data classes than model outputs is
+    refused in one line naming both; fewer are read as the model's first classes, with a warning."""
+    import datasets
+    folder = imagenet(root=str(make_folder(tmp_path / "imgs")), calib_size=2, num_workers=0)
+    assert folder.num_classes == 3
+    with pytest.raises(EvolQError) as err:
+        folder.check_classes(2)
+    assert str(err.value) == ("data: ImageNetDataModule has 3 classes, the model predicts 2 "
+                              "(model.init_args.model_kwargs.num_classes): they must agree")
+    with pytest.warns(UserWarning, match="has 3 classes, the model predicts 1000: label i is read as"):
+        folder.check_classes(1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        folder.check_classes(3)
+    # a Hugging Face label column names its classes when it is a ClassLabel, and nothing is assumed otherwise
+    ds = datasets.Dataset.from_dict({"image": [s for s, _ in folder.train.samples], "label": [0, 1, 2, 3] * 3})
+    plain = ds.cast_column("image", datasets.Image())
+    labelled = plain.cast_column("label", datasets.ClassLabel(num_classes=4))
+    for data, expected in ((plain, None), (labelled, 4)):
+        datasets.DatasetDict({"train": data, "validation": data}).save_to_disk(str(tmp_path / f"hf{expected}"))
+        assert imagenet(hf_dataset=str(tmp_path / f"hf{expected}"), calib_size=2, num_workers=0).num_classes == expected
 
 
 def test_bad_layouts_named(tmp_path):
