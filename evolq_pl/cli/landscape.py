@@ -37,13 +37,13 @@ class Landscape:
     top1: Callable[[], float]
 
     def sweep(self, spec: SweepSpec) -> list[dict[str, float]]:
-        spec.validate(len(self.module.units))
+        spec.validate(len(self.module.search_run.units))
         from tqdm import tqdm
         with tqdm(desc=f"landscape unit {spec.unit}", unit="point", file=sys.stderr) as bar:
             def advance(done: int, total: int) -> None:
                 bar.total = total
                 bar.update(done - bar.n)
-            return sweep(self.module.units[spec.unit], self.evaluator, self.labels, spec, self.top1,
+            return sweep(self.module.search_run.units[spec.unit], self.evaluator, self.labels, spec, self.top1,
                          self.module.search_cfg.temperature, on_point=advance)
 
 
@@ -54,7 +54,7 @@ def prepare(configs: list[str], ckpt_path: str | None = None, eval_size: int = 2
     module, dm = build(configs, extra or [], ckpt_path)
     dm.check_classes(module.num_classes)
     if spec is not None:
-        spec.validate(len(module.units))
+        spec.validate(len(module.search_run.units))
     calib = dm.calibration_data()
     if ckpt_path is None:
         calibrate(module.model, calib.batches())
@@ -77,7 +77,7 @@ def run(configs: list[str], spec: SweepSpec, out: Path, ckpt_path: str | None = 
         writer.writeheader()
         writer.writerows(rows)
     title = f"{module.model_name} W{module.quant_cfg.w_bits}A{module.quant_cfg.a_bits}, unit {spec.unit} " \
-            f"({module.units[spec.unit].name}), {spec.mode} radius {spec.radius:g}"
+            f"({module.search_run.units[spec.unit].name}), {spec.mode} radius {spec.radius:g}"
     plot_landscape(rows, spec.dims, out / "landscape.png", title)
     rough = {m: roughness([r[m] for r in rows]) for m in rows[0] if m not in ("a", "b")} if spec.dims == 1 else {}
     write_text_atomic(out / "roughness.json", json.dumps(rough, indent=2))

@@ -1,15 +1,16 @@
 """EvolQModule: the quantized model, FQ-ViT calibration and the Evol-Q search as a non-gradient loop.
 
-One ``training_step`` = one step of the search driver (one unit's K cycles); the driver owns the (pass, unit)
-schedule, which the DataModule's train loader hands to Lightning (``search_schedule``). Selection never looks at
-the evaluation set (unless ``selection='test_oracle'``, a labelled measurement mode). What a finished search
-writes comes from ``evolq_pl.report``, what a checkpoint holds from ``checkpoint.py``.
+One ``training_step`` = one step of the search (``evolq_pl.search.run.SearchRun``: one unit's K cycles); its
+driver owns the (pass, unit) schedule, which the DataModule's train loader hands to Lightning
+(``search_schedule``). Selection never looks at the evaluation set (unless ``selection='test_oracle'``, a labelled
+measurement mode). What a finished search writes comes from ``evolq_pl.report``, what a checkpoint holds from
+``evolq_pl.search``: this module is the glue.
 """
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -18,16 +19,17 @@ from evolq_pl.errors import EvolQError
 from evolq_pl.io import ensure_writable_dir
 from evolq_pl.lightning.accuracy import AccuracyModule
 from evolq_pl.lightning.base_data import EvolQDataModule
-from evolq_pl.lightning.checkpoint import FloatWeights, check_same, checked_state, checkpoint_failure
+from evolq_pl.lightning.checkpoint import checkpoint_failure
 from evolq_pl.lightning.folders import check_logger_dirs
-from evolq_pl.models import create_quant_model, float_source, search_units
-from evolq_pl.quant import QuantConfig, calibrate, is_calibrated, snapshot_scales
+from evolq_pl.models import create_quant_model, float_source
+from evolq_pl.quant import QuantConfig, is_calibrated
 from evolq_pl.report import PhaseTimes
 from evolq_pl.report.metrics import evaluate
 from evolq_pl.report.results import CandidateRecorder, IncompleteResultsError, final_results, write_results
-from evolq_pl.search import FitnessEvaluator, SearchConfig, SearchDriver
+from evolq_pl.search import SearchConfig
 from evolq_pl.search.calibration import CalibrationData
-from evolq_pl.search.selection import build_selector
+from evolq_pl.search.run import SearchRun
+from evolq_pl.search.state import FloatWeights, checked_state
 
 
 class EvolQModule(AccuracyModule):
@@ -80,19 +82,11 @@ class EvolQModule(AccuracyModule):
                                             **self.model_kwargs)
             source = float_source(model_name, pretrained, checkpoint_path, checkpoint_sha256)
         self.float_weights = FloatWeights(self.model, source, lean=checkpoint_weights == "lean")
-        cfg = self.search_cfg
-        self.units = search_units(self.model, cfg.include_mlp, cfg.include_acts, cfg.include_embed)
-        self.num_classes = getattr(self.model, "num_classes", 1000)
+        self.track_accuracy(getattr(self.model, "num_classes", 1000))
         self.recorder = CandidateRecorder(self.model, self.eval_loader, candidate_eval_size, self.num_classes) \
             if candidate_eval_size > 0 else None
-        self.driver = SearchDriver(self.units, cfg, on_candidate=self.recorder)
-        self.selector = build_selector(selection)
-        self.init_scales: dict[str, torch.Tensor] | None = None  # the calibrated initialisation's
-        self.score: Callable[[], float] | None = None  # what the selector ranks states by, set at fit start
+        self.search_run = SearchRun(self.model, self.search_cfg, selection, on_candidate=self.recorder)
         self._finished = False
-        self.data_identity: dict[str, Any] | None = None  # the calibration images this search's fitness is on
-        self.resumed_data_identity: dict[str, Any] | None = None  # a resumed checkpoint's
-        self.track_accuracy(self.num_classes)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """A no-op optimizer: stepping it is how Lightning counts a search step as a training step
@@ -125,7 +119,7 @@ class EvolQModule(AccuracyModule):
 
     def search_schedule(self) -> list[tuple[int, int]]:
         """The driver's (pass, unit) steps: a search's training batches (read by the DataModule's train loader)."""
-        return self.driver.steps
+        return self.search_run.driver.steps
 
     def _shard(self, batches: list[torch.Tensor]) -> dict[str, Any]:
         """This rank's share of ``batches`` on the device (every rank evaluates the same candidate) and the sum
@@ -136,58 +130,32 @@ class EvolQModule(AccuracyModule):
         reduce = (lambda t: self.trainer.strategy.reduce(t, reduce_op="sum")) if world > 1 else None
         return {"batches": [b.to(self.device) for b in batches[rank::world]], "reduce": reduce}
 
-    def ensure_calibrated(self, calib: CalibrationData) -> None:
-        if is_calibrated(self.model):
-            return
-        if self.init_scales is not None:  # restored from a checkpoint: calibrating would overwrite searched scales
-            raise EvolQError("the checkpoint's model is not fully calibrated; refusing to recalibrate over its "
-                               "searched scales (was it written by another version of evolq_pl?)")
-        with self.phases("calibration"):
-            calibrate(self.model, [b.to(self.device) for b in calib.batches()])
-
-    def _score(self, calib: CalibrationData) -> Callable[[], float] | None:
-        """The selector's score: held-out fitness, test top-1 (measurement only) or none."""
-        if self.selector.score == "holdout":
-            if calib.holdout_images is None:
-                raise EvolQError(f"data: {type(self.datamodule()).__name__} declares holdout_size > 0 but its "
-                                 "calibration_data() has no held-out images")
-            return FitnessEvaluator(self.model, config=self.search_cfg, use_cache=False,
-                                    **self._shard(calib.holdout_batches()))
-        if self.selector.score == "test":
-            return lambda: evaluate(self.model, self.eval_loader(), self.num_classes, self.device)["top1"]
-        return None
+    def _evaluate(self) -> dict[str, Any]:
+        return evaluate(self.model, self.eval_loader(), self.num_classes, self.device)
 
     def on_fit_start(self) -> None:
         # checked before any data is read, on every rank (so that all of them stop together)
-        if self.selector.score == "holdout" and self.datamodule().holdout_size <= 0:
+        if self.search_run.selector.score == "holdout" and self.datamodule().holdout_size <= 0:
             raise EvolQError("selection='holdout' needs a held-out split: set data.init_args.holdout_size > 0")
         if self.evaluate_at_end:
             ensure_writable_dir(self.results_dir(), "model.init_args.output_dir")
         torch.set_float32_matmul_precision(self.matmul_precision)
         if self.device.type == "cuda":
             self.phases.sync = torch.cuda.synchronize
-        calib = self.calibration()
-        self.data_identity = calib.identity()
-        if self.resumed_data_identity is not None:  # the fitness must be on the images the search started on
-            check_same("checkpoint calibration data", self.resumed_data_identity, self.data_identity)
-        self.ensure_calibrated(calib)
-        with self.phases("teacher"):  # the float model's outputs on the images each evaluator holds
-            self.score = self._score(calib)
-            self.driver.prepare(self.model, **self._shard(calib.batches()))
-        if self.init_scales is None:  # a fresh run (a resumed one restores these)
-            self.init_scales = snapshot_scales(self.model)
-        with self.phases("search"):
-            fitness = self.driver.start(self._steps_left())
-        if (line := self.driver.evaluator.decision_line()) is not None:
+        test_top1 = lambda: self._evaluate()["top1"]  # noqa: E731 (selection='test_oracle' only)
+        fitness = self.search_run.start(self.calibration(), self._shard, self.device, test_top1, self._steps_left(),
+                                        self.phases)
+        if (line := self.search_run.driver.evaluator.decision_line()) is not None:
             rank_zero_info(line)
-        rank_zero_info(f"calibrated init: fitness {fitness:.6f} ({self.search_cfg.loss}), {len(self.units)} units "
-                       f"× {self.search_cfg.passes} passes × {self.search_cfg.cycles} cycles")
+        rank_zero_info(f"calibrated init: fitness {fitness:.6f} ({self.search_cfg.loss}), "
+                       f"{len(self.search_run.units)} units × {self.search_cfg.passes} passes × "
+                       f"{self.search_cfg.cycles} cycles")
 
     def _steps_left(self) -> int | None:
         """Search steps the trainer will run at most (``max_steps``, ``fast_dev_run``, an integer
         ``limit_train_batches``); None where only the schedule limits them."""
         # the driver's position, restored from a checkpoint before fit starts (the loops' global_step is not yet)
-        limits = [self.trainer.max_steps - self.driver.position] if self.trainer.max_steps >= 0 else []
+        limits = [self.trainer.max_steps - self.search_run.driver.position] if self.trainer.max_steps >= 0 else []
         if isinstance(self.trainer.limit_train_batches, int):
             limits.append(self.trainer.limit_train_batches)
         return min(limits) if limits else None
@@ -195,15 +163,15 @@ class EvolQModule(AccuracyModule):
     def training_step(self, batch: Any, batch_idx: int) -> None:
         # ``batch`` = (step, pass, unit) from the schedule loader; the driver's position (restored from the
         # checkpoint) is the source of truth, since a resumed run restarts the loader's iteration
-        if self.driver.done:
+        driver = self.search_run.driver
+        if driver.done:
             self.trainer.should_stop = True
             return None
         with self.phases("search"):
-            record = self.driver.step()
-            self.selector.after_step(self.model, record["pass"], self.score)
+            record = self.search_run.step()
         self.log("search/fitness", record["fitness"], on_step=True, on_epoch=False, batch_size=1)
         # the bar shows 3 significant digits: the fitness moves in its 4th-6th, its gain over the init in its 1st
-        gain = self.driver.fitness_init - record["fitness"]
+        gain = driver.fitness_init - record["fitness"]
         self.log_dict({"search/gain": gain, "search/pass": float(record["pass"]), "search/unit": float(record["unit"]),
                        "search/evaluations": float(record["evaluations"])},
                       prog_bar=True, on_step=True, on_epoch=False, batch_size=1)
@@ -215,42 +183,43 @@ class EvolQModule(AccuracyModule):
 
     def on_fit_end(self) -> None:
         # a run resumed from a checkpoint saved after its last step skips the training loop (and on_train_end)
-        if not self._finished and self.driver.done and self.driver.evaluator is not None:
+        driver = self.search_run.driver
+        if not self._finished and driver.done and driver.evaluator is not None:
             self.finish()
 
     def finish(self) -> None:
         """End of the search: the selector's pick goes in, then results.json (once)."""
         self._finished = True
-        self.selector.finalize(self.model)
+        self.search_run.finish()
         failure = checkpoint_failure(self.trainer)
         if not self.evaluate_at_end:
             if failure is not None:
                 raise IncompleteResultsError(f"the search finished, but {failure}")
             return
-        run = lambda: evaluate(self.model, self.eval_loader(), self.num_classes, self.device)  # noqa: E731
         with self.phases("evaluation"):
-            results = final_results(self.run_settings(), self.driver, self.model, run, self.init_scales,
-                                    self.recorder, self.matmul_precision, self.note, self.device)
+            results = final_results(self.run_settings(), self.search_run.driver, self.model, self._evaluate,
+                                    self.search_run.init_scales, self.recorder, self.matmul_precision, self.note,
+                                    self.device)
         results["phase_seconds"] = dict(self.phases.seconds)
         if failure is not None:  # the results are written all the same, then the run ends in one line
             results.setdefault("missing", {})["checkpoint"] = failure
         if self.trainer.is_global_zero:
             q, s = self.quant_cfg, self.search_cfg
-            write_results(self.results_dir(), results, self.driver.history,
+            write_results(self.results_dir(), results, self.search_run.driver.history,
                           f"{self.model_name} W{q.w_bits}A{q.a_bits} seed {s.seed}")
 
     # ----------------------------------------------------------------------------------------- validate
     def on_validation_start(self) -> None:
         if not is_calibrated(self.model):
-            self.ensure_calibrated(self.calibration())
+            self.search_run.ensure_calibrated(self.calibration(), self.device, self.phases)
 
     # ----------------------------------------------------------------------------------------- checkpoints
     def run_settings(self) -> dict[str, Any]:
         """What makes two runs comparable (``seeds`` refuses to average runs whose settings differ)."""
-        dm = self.datamodule()
+        dm, identity = self.datamodule(), self.search_run.data_identity
         return {"model": self.model_name, "model_kwargs": self.model_kwargs, "quant": asdict(self.quant_cfg),
                 "search": self.search_cfg.identity(), "selection": self.selection,
-                "calib_size": self.data_identity["images"] if self.data_identity else len(self.calibration().images),
+                "calib_size": identity["images"] if identity else len(self.calibration().images),
                 "eval_split": getattr(dm, "eval_split", "test"), "val_size": getattr(dm, "val_size", 0)}
 
     def meta(self) -> dict[str, Any]:
@@ -258,21 +227,12 @@ class EvolQModule(AccuracyModule):
         return {"model_name": self.model_name, "model_kwargs": self.model_kwargs, "quant": asdict(self.quant_cfg)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["evolq"] = {"meta": self.meta(), "search_config": self.search_cfg.to_dict(),
-                               "selection": self.selection, "driver": self.driver.state_dict(),
-                               "selector": self.selector.state_dict(), "init_scales": self.init_scales,
-                               "calibration": self.data_identity}
+        checkpoint["evolq"] = {"meta": self.meta(), **self.search_run.state_dict()}
         self.float_weights.drop(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         resuming = self._trainer is not None and self._trainer.state.fn == "fit"
-        search = {"search_config": self.search_cfg, "selection": self.selection} if resuming else None
-        state = checked_state(checkpoint, self.meta(), search)
-        if resuming:
-            self.driver.load_state_dict(state["driver"])
-            self.selector.load_state_dict(state["selector"])
-            self.resumed_data_identity = state.get("calibration")  # checked once the data is read (fit start)
-        self.init_scales = state["init_scales"]
+        self.search_run.load_state_dict(checked_state(checkpoint, self.meta()), resuming)
         self.float_weights.fill(checkpoint)
 
     def restore(self, checkpoint: dict[str, Any]) -> None:

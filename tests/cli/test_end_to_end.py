@@ -80,7 +80,7 @@ def test_readme_user_path_validate_export_reload_onnxruntime(searched, tmp_path)
     with torch.no_grad():
         searched_logits = module.model(x)
         assert torch.equal(load_safetensors(run_dir / "deit_w4.safetensors")(x), searched_logits)
-    init = module.init_scales
+    init = module.search_run.init_scales
     current = snapshot_scales(module.model)
     assert init is not None and any(not torch.equal(init[k], current[k]) for k in init), \
         "the checkpoint's searched scales equal the calibrated init: nothing was searched"

@@ -6,7 +6,7 @@ import torch
 
 from evolq_pl.export.safetensors_io import export_safetensors
 from evolq_pl.lightning import EvolQModule, SearchCheckpoint
-from evolq_pl.lightning.checkpoint import CheckpointMismatchError, weights_sha256
+from evolq_pl.search.state import CheckpointMismatchError, weights_sha256
 from evolq_pl.models import create_float_model
 from evolq_pl.models.factory import sha256_file
 from evolq_pl.quant import QuantConfig
@@ -55,9 +55,9 @@ def test_resume_from_lean_checkpoint_equals_uninterrupted(tmp_path):
     resumed = module(path, evaluate_at_end=False)
     trainer(tmp_path / "c", enable_checkpointing=False).fit(resumed, datamodule=RandomImages(),
                                                           ckpt_path=str(tmp_path / "ck" / "last.ckpt"))
-    assert resumed.driver.position == full.driver.position == 6
+    assert resumed.search_run.driver.position == full.search_run.driver.position == 6
     assert all(torch.equal(a, b) for a, b in zip(scales(full), scales(resumed)))
-    assert resumed.driver.fitness == full.driver.fitness
+    assert resumed.search_run.driver.fitness == full.search_run.driver.fitness
 
 
 def safetensors_content(path) -> tuple[dict, dict]:
@@ -176,6 +176,6 @@ def test_a_checkpoint_write_failing_mid_search_keeps_the_search_and_its_results(
         t.fit(m, datamodule=RandomImages())
     assert sum("cannot write checkpoint" in str(w.message) for w in warned) == 1  # once, not at every step
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["evaluations"] == 2 * 3 * len(m.units) and "top1_evolq" in results  # the whole search
+    assert results["evaluations"] == 2 * 3 * len(m.search_run.units) and "top1_evolq" in results  # the whole search
     assert results["missing"] == {"checkpoint": f"cannot write checkpoint {writes[-1]}: No space left on device"}
     assert load(tmp_path / "ck" / "last.ckpt")["evolq"]["driver"]["position"] == 1  # the last good one stays

@@ -10,7 +10,7 @@ from evolq_pl.errors import EvolQError
 from evolq_pl.lightning import EvolQModule
 from evolq_pl.lightning.base_data import EvolQDataModule
 from evolq_pl.search.calibration import CalibrationData
-from evolq_pl.lightning.checkpoint import CheckpointMismatchError
+from evolq_pl.search.state import CheckpointMismatchError
 from evolq_pl.models.random_weights import randomize_
 from evolq_pl.quant import QuantConfig, calibrate
 from evolq_pl.search import FitnessEvaluator, SearchConfig
@@ -50,7 +50,7 @@ def trainer(tmp_path, **kw) -> L.Trainer:
 
 
 def scales(m: EvolQModule) -> list[torch.Tensor]:
-    return [u.get() for u in m.units]
+    return [u.get() for u in m.search_run.units]
 
 
 def test_fit_writes_results_and_never_worsens(tmp_path, capsys):
@@ -72,7 +72,7 @@ def test_include_embed_searches_the_patch_embedding(tmp_path):
     m = EvolQModule("deit_tiny_patch16_224", KW, quant=QuantConfig(w_bits=3), output_dir=str(tmp_path),
                     search=SearchConfig(passes=1, seed=0, include_embed=True))
     randomize_(m.model, 0)
-    assert [u.name for u in m.units] == ["patch_embed", "blocks.0.attn", "blocks.1.attn", "blocks.2.attn"]
+    assert [u.name for u in m.search_run.units] == ["patch_embed", "blocks.0.attn", "blocks.1.attn", "blocks.2.attn"]
     trainer(tmp_path, enable_checkpointing=False).fit(m, datamodule=RandomImages())
     r = json.loads((tmp_path / "results.json").read_text())
     assert r["evaluations"] == 1 * 4 * 3 and r["fitness_final"] <= r["fitness_init"]
@@ -88,15 +88,15 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path):
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=1, save_last=True)
     killed = make_module(evaluate_at_end=False)
     trainer(tmp_path / "b", max_steps=4, callbacks=[ckpt]).fit(killed, datamodule=RandomImages())
-    assert killed.driver.position == 4
+    assert killed.search_run.driver.position == 4
 
     resumed = make_module()
     resumed.model.load_state_dict(make_module().model.state_dict())  # fresh, uncalibrated model
     trainer(tmp_path / "c", enable_checkpointing=False).fit(resumed, datamodule=RandomImages(),
                                                           ckpt_path=str(tmp_path / "ck" / "last.ckpt"))
-    assert resumed.driver.position == full.driver.position == 6
+    assert resumed.search_run.driver.position == full.search_run.driver.position == 6
     assert all(torch.equal(a, b) for a, b in zip(scales(full), scales(resumed)))
-    assert resumed.driver.fitness == full.driver.fitness
+    assert resumed.search_run.driver.fitness == full.search_run.driver.fitness
 
 
 def test_checkpoint_from_other_config_refused(tmp_path):
@@ -114,12 +114,12 @@ def test_holdout_and_test_oracle_selection_keep_their_best_state(tmp_path):
     trainer(tmp_path, enable_checkpointing=False).fit(m, datamodule=data)
     holdout = data.calibration_data().holdout_batches()
     kept = FitnessEvaluator(m.model, holdout, use_cache=False)()  # the model left behind, measured afresh
-    assert kept == pytest.approx(m.selector.best_score, rel=1e-6)
+    assert kept == pytest.approx(m.search_run.selector.best_score, rel=1e-6)
     with pytest.warns(UserWarning, match="test_oracle"):
         o = make_module(passes=1, selection="test_oracle", output_dir=str(tmp_path))
     trainer(tmp_path, enable_checkpointing=False).fit(o, datamodule=RandomImages())
     r = json.loads((tmp_path / "results.json").read_text())
-    assert r["top1_evolq"] == pytest.approx(o.selector.best_score)  # the reported state is the oracle's pick
+    assert r["top1_evolq"] == pytest.approx(o.search_run.selector.best_score)  # the reported state is the oracle's pick
     with pytest.raises(ValueError, match="selection='best'"):
         make_module(selection="best")
 
@@ -161,7 +161,7 @@ def test_results_json_is_strict_and_survives_a_failed_evaluation(tmp_path):
         trainer(tmp_path).fit(m, datamodule=BrokenEval())
     assert user_error(raised.value) is raised.value  # the command line prints it in one line (issue 28, defect 6)
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["evaluations"] == 3 * len(m.units) and "top1_evolq" in results
+    assert results["evaluations"] == 3 * len(m.search_run.units) and "top1_evolq" in results
     assert set(results["missing"]) == {"float", "init"} and "disk vanished" in results["missing"]["float"]
 
 
@@ -176,9 +176,9 @@ def test_a_datamodule_that_is_not_an_evolq_one_is_refused_naming_it(tmp_path):
 
 def test_a_restored_module_is_never_recalibrated():
     m = make_module(passes=1)
-    m.init_scales = {}  # as after restoring a checkpoint, whose model here lacks its calibration
+    m.search_run.init_scales = {}  # as after restoring a checkpoint, whose model here lacks its calibration
     with pytest.raises(EvolQError, match="refusing to recalibrate over its searched scales"):
-        m.ensure_calibrated(RandomImages().calibration_data())
+        m.search_run.ensure_calibrated(RandomImages().calibration_data(), torch.device("cpu"))
 
 
 def test_an_unwritable_logger_folder_is_named_before_lightning_creates_it(tmp_path):

@@ -142,7 +142,7 @@ def test_every_imagenet_config_builds(config, tmp_path):
     # attention blocks (+ LeViT's two subsampling attentions): ViT-L 24, ViT-B/DeiT 12, LeViT-128S 9 + 2, other
     # LeViTs 12 + 2, Swin-T 2+2+6+2, Swin-S/B 2+2+18+2
     expected = {"levit_128s": 11, "vit_large": 24, "swin_tiny": 12, "swin_small": 24, "swin_base": 24}
-    assert len(cli.model.units) == expected.get(name, 14 if name.startswith("levit") else 12)
+    assert len(cli.model.search_run.units) == expected.get(name, 14 if name.startswith("levit") else 12)
 
 
 def test_validation_split_is_disjoint_from_calibration_and_evaluated_on_request(tmp_path):
