@@ -72,8 +72,12 @@ def test_readme_user_path_validate_export_reload_onnxruntime(searched, tmp_path)
     for line in (export_st, export_onnx):
         out = shell(f"{line} -- {' '.join(SMALL)}")
         assert out.returncode == 0, out.stderr[-3000:]
+        # (issue 27, 5) no warning the project expects (LightningCLI's ``args``), no tracer or hardware noise
+        for noise in ("args parameter is intended", "tracerwarning", "gpu available", "userwarning"):
+            assert noise not in (out.stdout + out.stderr).lower(), (noise, out.stderr[-2000:])
     ran = shell(run_onnx)
     assert ran.returncode == 0 and ran.stdout.strip() == "(2, 10)", ran.stderr[-2000:]
+    assert "mergeshapeinfo" not in ran.stderr.lower(), ran.stderr[-2000:]
 
     module, dm = build([DEIT], SMALL, str(ckpt))  # the searched module, restored as the commands restore it
     x = torch.cat([b for b, _ in dm.eval_dataloader()])[:2000]
@@ -96,6 +100,7 @@ def test_landscape_from_checkpoint(searched, tmp_path):
     out = cli("landscape", "--config", DEIT, "--ckpt_path", str(ckpt), "--unit", "5", "--steps", "3",
               "--eval_size", "200", "--out", str(tmp_path / "land"), "--", *SMALL)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "args parameter is intended" not in out.stderr and "warning" not in out.stderr.lower(), out.stderr[-2000:]
     rows = (tmp_path / "land" / "landscape.csv").read_text().splitlines()
     assert len(rows) == 1 + 3
 
