@@ -20,7 +20,6 @@ from typing import Any, Callable
 from evolq_pl.cli.argv import command_parser
 from evolq_pl.cli.restore import build
 from evolq_pl.io import atomic_path, ensure_writable_dir, write_text_atomic
-from evolq_pl.quant import calibrate
 from evolq_pl.report.metrics import evaluate, first_images
 from evolq_pl.report.plots import plot_landscape
 from evolq_pl.search import FitnessEvaluator
@@ -56,8 +55,7 @@ def prepare(configs: list[str], ckpt_path: str | None = None, eval_size: int = 2
     if spec is not None:
         spec.validate(len(module.search_run.units))
     calib = dm.calibration_data()
-    if ckpt_path is None:
-        calibrate(module.model, calib.batches())
+    module.search_run.ensure_calibrated(calib, module.device)  # a restored checkpoint is calibrated already
     evaluator = FitnessEvaluator(module.model, calib.batches(), module.search_cfg)
     subset = first_images(dm.eval_dataloader(), eval_size)
     top1 = lambda: evaluate(module.model, subset, module.num_classes)["top1"]  # noqa: E731
