@@ -6,7 +6,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, IterableDataset
 
 from evolq_pl.errors import EvolQError
-from evolq_pl.search.calibration import CalibrationData
+from evolq_pl.search.calibration import CalibrationData, check_eval_split, check_sizes
 
 
 class ScheduleDataset(IterableDataset):
@@ -33,6 +33,16 @@ class EvolQDataModule(L.LightningDataModule):
     val_size: int = 0  # the validation split of train (choices are made on it)
     eval_split: str = "test"  # what eval_dataloader reads: "test", or "val" (the validation split)
     num_classes: int | None = None  # how many classes the labels index (None: not known before reading them)
+
+    def set_split(self, calib_size: int, calib_batch_size: int, holdout_size: int, val_size: int, eval_split: str,
+                  seed: int, num_workers: int, **batch_sizes: int | None) -> None:
+        """The settings every DataModule shares, checked before any image is read (with its own sizes that must
+        be ≥ 1, ``batch_sizes``), then kept: results.json and the printed table read ``eval_split`` from here."""
+        check_sizes(1, calib_size=calib_size, calib_batch_size=calib_batch_size, **batch_sizes)
+        check_sizes(0, holdout_size=holdout_size, val_size=val_size, num_workers=num_workers)
+        check_eval_split(eval_split, val_size)
+        self.calib_size, self.calib_batch_size, self.holdout_size = calib_size, calib_batch_size, holdout_size
+        self.val_size, self.eval_split, self.seed, self.num_workers = val_size, eval_split, seed, num_workers
 
     def check_classes(self, model_classes: int) -> None:
         """Labels the model cannot predict are refused; fewer classes than the model's are read as its first

@@ -220,7 +220,7 @@ class EvolQModule(AccuracyModule):
         return {"model": self.model_name, "model_kwargs": self.model_kwargs, "quant": asdict(self.quant_cfg),
                 "search": self.search_cfg.identity(), "selection": self.selection,
                 "calib_size": identity["images"] if identity else len(self.calibration().images),
-                "eval_split": getattr(dm, "eval_split", "test"), "val_size": getattr(dm, "val_size", 0)}
+                "eval_split": dm.eval_split, "val_size": dm.val_size}
 
     def meta(self) -> dict[str, Any]:
         """What the weights and scales mean (a checkpoint of other values is refused)."""

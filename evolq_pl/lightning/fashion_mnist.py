@@ -17,8 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from evolq_pl.errors import EvolQError
 from evolq_pl.io import atomic_path
 from evolq_pl.lightning.base_data import EvolQDataModule
-from evolq_pl.search.calibration import CalibrationData, check_eval_split, check_sizes, seeded_split, \
-    validation_split
+from evolq_pl.search.calibration import CalibrationData, seeded_split, validation_split
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 DEFAULT_CACHE = Path(os.environ.get("EVOLQ_DATA", Path.home() / ".cache" / "evolq_pl"))
@@ -178,15 +177,10 @@ class FashionMNISTDataModule(EvolQDataModule):
         image_size = 28 if image_size is None else image_size
         if image_size < 28:
             raise EvolQError(f"image_size={image_size}: must be ≥ 28 (Fashion-MNIST is 28×28)")
-        check_sizes(1, batch_size=batch_size, calib_size=calib_size, calib_batch_size=calib_batch_size,
-                    eval_size=eval_size)
-        check_sizes(0, holdout_size=holdout_size, val_size=val_size, num_workers=num_workers)
-        check_eval_split(eval_split, val_size)
+        self.set_split(calib_size, calib_batch_size, holdout_size, val_size, eval_split, seed, num_workers,
+                       batch_size=batch_size, eval_size=eval_size)
         self.save_hyperparameters()
-        self.root, self.image_size, self.batch_size = root, image_size, batch_size
-        self.calib_size, self.calib_batch_size, self.holdout_size = calib_size, calib_batch_size, holdout_size
-        self.val_size, self.eval_split = val_size, eval_split
-        self.eval_size, self.seed, self.num_workers = eval_size, seed, num_workers
+        self.root, self.image_size, self.batch_size, self.eval_size = root, image_size, batch_size, eval_size
         self._data: dict[str, torch.Tensor] | None = None
 
     def setup(self, stage: str | None = None) -> None:

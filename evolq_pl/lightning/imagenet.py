@@ -14,8 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from evolq_pl.errors import EvolQError
 from evolq_pl.lightning.base_data import EvolQDataModule
-from evolq_pl.search.calibration import CalibrationData, check_eval_split, check_sizes, seeded_split, \
-    validation_split
+from evolq_pl.search.calibration import CalibrationData, seeded_split, validation_split
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # the paper's preprocessing per family (reference §7): mean, std, crop_pct; bicubic resize
@@ -153,18 +152,14 @@ class ImageNetDataModule(EvolQDataModule):
             raise DataError("data.model_name is not given: pass the model's name (evolq-pl sets it from "
                             "model.init_args.model_name)")
         img_size = 224 if img_size is None else img_size
-        check_sizes(1, img_size=img_size, calib_size=calib_size, calib_batch_size=calib_batch_size,
-                    eval_batch_size=eval_batch_size)
         num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
-        check_sizes(0, holdout_size=holdout_size, val_size=val_size, num_workers=num_workers)
-        check_eval_split(eval_split, val_size)
+        self.set_split(calib_size, calib_batch_size, holdout_size, val_size, eval_split, seed, num_workers,
+                       img_size=img_size, eval_batch_size=eval_batch_size)
         if (root is None) == (hf_dataset is None):
             raise DataError("give exactly one of data.root (image folder) or data.hf_dataset")
         if transform not in TRANSFORMS:
             raise DataError(f"transform={transform!r}: accepted: {', '.join(TRANSFORMS)}")
-        self.calib_size, self.calib_batch_size, self.holdout_size = calib_size, calib_batch_size, holdout_size
-        self.eval_batch_size, self.num_workers, self.seed = eval_batch_size, num_workers, seed
-        self.model_name, self.img_size = model_name, img_size
+        self.eval_batch_size, self.model_name, self.img_size = eval_batch_size, model_name, img_size
         tf = paper_transform(model_name, img_size) if transform == "paper" else timm_transform(model_name)
         if root is not None:
             from torchvision.datasets import ImageFolder

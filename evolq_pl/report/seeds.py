@@ -41,16 +41,21 @@ def seed_dir(out: Path, seed: int) -> Path:
     return out / f"seed{seed}"
 
 
-def read_results(path: Path) -> dict[str, Any]:
-    """A seed's results.json; a damaged one is named in one line."""
+def json_object(path: Path, remedy: str) -> dict[str, Any]:
+    """A JSON object file of a sweep; a damaged one (not JSON, or not an object) is named in one line with
+    ``remedy``."""
     try:
-        results = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
-        raise SeedsError(f"{path} is damaged (not JSON: {err}); delete it and rerun that seed") from None
-    if not isinstance(results, dict):
-        raise SeedsError(f"{path} is damaged (a JSON {type(results).__name__}, not an object); delete it and "
-                         "rerun that seed")
-    return results
+        raise SeedsError(f"{path} is damaged (not JSON: {err}); {remedy}") from None
+    if not isinstance(data, dict):
+        raise SeedsError(f"{path} is damaged (a JSON {type(data).__name__}, not an object); {remedy}")
+    return data
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    """A seed's results.json."""
+    return json_object(path, "delete it and rerun that seed")
 
 
 def finished(out: Path, seed: int) -> bool:
@@ -92,14 +97,8 @@ def legacy_fingerprint(configs: list[str], extra: list[str]) -> str:
 
 
 def recorded(marker: Path) -> dict[str, Any]:
-    """A seed folder's run.json (what ``mark`` wrote); a damaged one is named in one line."""
-    try:
-        stored = json.loads(marker.read_text())
-    except (ValueError, UnicodeDecodeError):
-        stored = None
-    if not isinstance(stored, dict):
-        raise SeedsError(f"{marker} is damaged; delete {marker.parent} to rerun that seed")
-    return stored
+    """A seed folder's run.json (what ``mark`` wrote)."""
+    return json_object(marker, f"delete {marker.parent} to rerun that seed")
 
 
 def refuse_other_settings(marker: Path, out: Path, configs: list[str], extra: list[str],

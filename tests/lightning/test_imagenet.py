@@ -156,6 +156,9 @@ def test_validation_split_is_disjoint_from_calibration_and_evaluated_on_request(
         assert sum(len(y) for _, y in dm.eval_dataloader()) == 6
     test = imagenet(**kw, seed=0)
     assert sum(len(y) for _, y in test.eval_dataloader()) == 18  # the val/ folder (the paper's test set)
+    # what results.json's ``eval_split``/``val_size`` and the printed table's "(val split …)" read: ImageNet kept
+    # neither, so a run evaluated on the validation split was labelled "test" (found in issue 25's clean-up)
+    assert [(dm.eval_split, dm.val_size) for dm in (*dms, test)] == [("val", 6), ("val", 6), ("test", 0)]
     with pytest.raises(ValueError, match="eval_split='val' with val_size=0"):
         imagenet(**kw, eval_split="val")
 

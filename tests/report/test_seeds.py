@@ -91,5 +91,6 @@ def test_a_seed_folder_of_other_settings_is_refused_naming_the_settings(tmp_path
                                "1 now; k1=1 there, 2 now; k2=2 there, 3 now; 2 more); use another --out or delete "
                                "that folder")
     marker.write_text("[1]")
-    with pytest.raises(SeedsError, match=f"^{marker} is damaged; delete {marker.parent} to rerun that seed$"):
+    with pytest.raises(SeedsError, match=f"^{marker} is damaged \\(a JSON list, not an object\\); delete {marker.parent} "
+                                         "to rerun that seed$"):
         refuse_other_settings(marker, tmp_path, [], [], {})
