@@ -176,3 +176,12 @@ class EvolQCLI(LightningCLI):
                 raise EvolQError(f"--run_dir={config.run_dir!r} holds a finished run ({finished}): give another "
                                  "--run_dir, or pass --overwrite true to replace it")
             redirect_outputs(config, config.run_dir)
+
+    def before_fit(self) -> None:
+        """Once the classes are built, before the trainer runs (no image read, no folder made): the data's labels
+        are classes the model predicts."""
+        check = getattr(self.datamodule, "check_classes", None)
+        if check is not None and hasattr(self.model, "num_classes"):
+            check(self.model.num_classes)
+
+    before_validate = before_fit

@@ -16,7 +16,7 @@ class AccuracyModule(L.LightningModule):
         self.val_metrics = torch.nn.ModuleDict(topk_metrics(num_classes))
 
     def setup(self, stage: str) -> None:
-        """Before any image is read: the data's classes are ones the model predicts."""
+        """The data's classes are ones the model predicts (``evolq-pl`` checks it earlier, before the trainer runs)."""
         check = getattr(self.trainer.datamodule, "check_classes", None)
         if check is not None:
             check(self.num_classes)

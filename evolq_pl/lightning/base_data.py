@@ -50,7 +50,7 @@ class EvolQDataModule(L.LightningDataModule):
         name, have = type(self).__name__, self.num_classes
         if have is not None and have > model_classes:
             raise EvolQError(f"data: {name} has {have} classes, the model predicts {model_classes} "
-                             f"(model.init_args.model_kwargs.num_classes): they must agree")
+                             f"(model.init_args.model_kwargs.num_classes); accepted: num_classes ≥ {have}")
         if have is not None and have < model_classes:
             rank_zero_warn(f"data: {name} has {have} classes, the model predicts {model_classes}: label i is read "
                            f"as the model's class i (a subset of other classes would be scored wrongly)")

@@ -60,7 +60,8 @@ class SearchRun:
         """The selector's score: held-out fitness, test top-1 (measurement only) or none."""
         if self.selector.score == "holdout":
             if calib.holdout_images is None:
-                raise EvolQError("data: holdout_size > 0 is declared but calibration_data() has no held-out images")
+                raise EvolQError("data: the data module declares holdout_size > 0, but its calibration_data() has no "
+                                 "held-out images")
             return FitnessEvaluator(self.model, config=self.config, use_cache=False, **shard(calib.holdout_batches()))
         return test_top1 if self.selector.score == "test" else None
 

@@ -67,7 +67,7 @@ def test_the_data_names_its_class_count_and_refuses_labels_the_model_cannot_pred
     with pytest.raises(EvolQError) as err:
         folder.check_classes(2)
     assert str(err.value) == ("data: ImageNetDataModule has 3 classes, the model predicts 2 "
-                              "(model.init_args.model_kwargs.num_classes): they must agree")
+                              "(model.init_args.model_kwargs.num_classes); accepted: num_classes ≥ 3")
     with pytest.warns(UserWarning, match="has 3 classes, the model predicts 1000: label i is read as"):
         folder.check_classes(1000)
     with warnings.catch_warnings():
