@@ -11,7 +11,7 @@ def test_unit_out_of_range_is_refused_before_data_and_calibration(tmp_path, monk
     def never(*args, **kwargs):
         raise AssertionError("reached the data / calibration")
 
-    monkeypatch.setattr(landscape, "calibrate", never)
+    monkeypatch.setattr("evolq_pl.search.run.calibrate", never)
     monkeypatch.setattr("evolq_pl.lightning.fashion_mnist.load_fashion_mnist", never)
     with pytest.raises(ValueError, match=r"^unit=99 out of range; valid: 0\.\.1$"):  # the tiny config: 2 blocks
         landscape.run([str(tiny_config(tmp_path))], SweepSpec(unit=99), tmp_path / "land")

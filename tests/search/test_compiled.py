@@ -184,11 +184,11 @@ def test_auto_plans_for_the_steps_a_trainer_will_run():
     driver.start(max_steps=1)
     assert driver.evaluator.compile_decision["evaluations"] == 3 and driver.evaluator.compile_backend is None
     # what Lightning sets under fast_dev_run=True (max_steps=1, limit_train_batches=1), max_steps on a resumed
-    # run (counted from its global step), and no limit (max_steps=-1, limit_train_batches=1.0)
     # run (counted from the driver's restored position: the loops' global_step is restored only after fit
     # starts), and no limit (max_steps=-1, limit_train_batches=1.0)
     module = lambda position, **kw: SimpleNamespace(  # noqa: E731
-        trainer=SimpleNamespace(global_step=0, **kw), driver=SimpleNamespace(position=position))
+        trainer=SimpleNamespace(global_step=0, **kw),
+        search_run=SimpleNamespace(driver=SimpleNamespace(position=position)))
     assert EvolQModule._steps_left(module(0, max_steps=1, limit_train_batches=1)) == 1
     assert EvolQModule._steps_left(module(4, max_steps=10, limit_train_batches=1.0)) == 6
     assert EvolQModule._steps_left(module(0, max_steps=-1, limit_train_batches=1.0)) is None
