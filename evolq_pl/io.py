@@ -7,13 +7,14 @@ Lightning writes its checkpoints itself; they are not written through here.
 """
 from __future__ import annotations
 
+import csv
 import errno
 import os
 import secrets
 import tempfile
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from evolq_pl.errors import EvolQError
 
@@ -67,6 +68,15 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     """``Path(path).write_text(text)``, atomically (``atomic_path``)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+    return Path(path)
+
+
+def write_csv_atomic(path: str | Path, rows: list[dict[str, Any]], fieldnames: list[str] | None = None) -> Path:
+    """``rows`` as a CSV table (columns: ``fieldnames``, else the first row's keys), replaced atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames or list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     return Path(path)
 
 

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from evolq_pl.io import WriteError, atomic_path, write_text_atomic
+from evolq_pl.io import WriteError, atomic_path, write_csv_atomic, write_text_atomic
 
 
 @contextmanager
@@ -56,3 +56,11 @@ def test_file_too_large_is_one_line_naming_the_file_and_errno(tmp_path):
 def test_a_missing_folder_is_named(tmp_path):
     with pytest.raises(WriteError, match=rf"cannot write {tmp_path}/no/x.txt: No such file or directory \(errno 2, ENOENT\)"):
         write_text_atomic(tmp_path / "no" / "x.txt", "x")
+
+
+def test_csv_columns_follow_the_first_row_or_the_names_given(tmp_path):
+    rows = [{"a": 1, "b": 0.5}, {"a": 2, "b": None}]
+    assert write_csv_atomic(tmp_path / "t.csv", rows).read_bytes() == b"a,b\r\n1,0.5\r\n2,\r\n"
+    write_csv_atomic(tmp_path / "t.csv", rows, ["b", "a"])  # replaces the file, columns in the order named
+    assert (tmp_path / "t.csv").read_bytes() == b"b,a\r\n0.5,1\r\n,2\r\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]

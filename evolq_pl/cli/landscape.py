@@ -10,7 +10,6 @@ Writes landscape.csv, landscape.png (line plots for 1-D, contours for 2-D) and r
 """
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any, Callable
 
 from evolq_pl.cli.argv import command_parser
 from evolq_pl.cli.restore import build
-from evolq_pl.io import atomic_path, ensure_writable_dir, write_text_atomic
+from evolq_pl.io import ensure_writable_dir, write_csv_atomic, write_text_atomic
 from evolq_pl.report.metrics import evaluate, first_images
 from evolq_pl.report.plots import plot_landscape
 from evolq_pl.search import FitnessEvaluator
@@ -69,11 +68,7 @@ def run(configs: list[str], spec: SweepSpec, out: Path, ckpt_path: str | None = 
     land = prepare(configs, ckpt_path, eval_size, extra, spec)
     rows = land.sweep(spec)
     module = land.module
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "landscape.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv_atomic(out / "landscape.csv", rows)
     title = f"{module.model_name} W{module.quant_cfg.w_bits}A{module.quant_cfg.a_bits}, unit {spec.unit} " \
             f"({module.search_run.units[spec.unit].name}), {spec.mode} radius {spec.radius:g}"
     plot_landscape(rows, spec.dims, out / "landscape.png", title)

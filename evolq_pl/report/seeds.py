@@ -9,7 +9,6 @@ cluster scheduler, ``--print_commands``) is checked and summarised the same way.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import statistics
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from evolq_pl.errors import EvolQError
-from evolq_pl.io import atomic_path, write_text_atomic
+from evolq_pl.io import write_csv_atomic, write_text_atomic
 from evolq_pl.report.stats import compare_runs, describe, verdict
 
 # what the seeds of one sweep differ in by design, as patterns over fit's flattened config: the seeds, where a run
@@ -168,10 +167,7 @@ def summary_rows(runs: dict[int, dict[str, Any]], seeds: list[int]) -> list[dict
 
 def write_csv(path: Path, rows: list[dict[str, Any]], seeds: list[int]) -> None:
     """summary.csv: every digit of each row (summary.md rounds), for a spreadsheet or a later script."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["metric", "mean", "std", *(f"seed{s}" for s in seeds)])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv_atomic(path, rows, ["metric", "mean", "std", *(f"seed{s}" for s in seeds)])
 
 
 def paired_line(p: dict[str, Any] | None) -> str:
