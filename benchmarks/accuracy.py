@@ -151,6 +151,26 @@ def is_current(record: dict[str, Any]) -> bool:
     return record.get("checkpoint_sha256") == reference_model(record["spec"]["ref"])["sha256"]
 
 
+def to_run(wanted: list[dict[str, Any]], records: dict[str, dict[str, Any]], now: str | None = None,
+           here: bool = False, force: bool = False) -> list[dict[str, Any]]:
+    """Which of ``wanted`` to measure. Without ``now``: the settings with no current record (``force``: all).
+    With ``now`` (``--stale``, the working tree's fingerprint): only recorded settings, those whose record does
+    not hold for it (``here``: also those measured on another platform or fingerprint definition) — rerunning a
+    cited table never adds a setting no suite ran."""
+    out = []
+    for spec in wanted:
+        old = records.get(key(spec))
+        if now is not None and old is None:
+            continue
+        done = old is not None and is_current(old) and (now is None or holds(old, now))
+        if done and here:
+            done = (old.get("platform"), old.get("definition"), old.get("fingerprint")) == \
+                (platform_id(), DEFINITION, now)
+        if force or not done:
+            out.append(spec)
+    return out
+
+
 def paired(rs: list[dict[str, Any]]) -> dict[str, Any]:
     """Evol-Q against the calibrated init over a group's seeds (McNemar when every run stored correctness)."""
     return compare_runs(sorted(rs, key=lambda r: r["spec"]["seed"]))
@@ -476,10 +496,11 @@ def verify(records: dict[str, dict[str, Any]], k: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", nargs="+", default=["main"])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2; with --stale/--here every recorded seed")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--variant-bits", nargs="+", type=int, default=[3], help="weight bits of the variants suite")
+    parser.add_argument("--variant-bits", nargs="+", type=int, help="weight bits of the variants suite (default: 3; "
+                        "with --stale/--here every recorded width)")
     parser.add_argument("--force", action="store_true", help="rerun records that already exist")
     parser.add_argument("--stale", action="store_true", help="rerun records that do not hold for the working "
                         "tree (benchmarks.fingerprint.holds; resumable: a rerun record holds)")
@@ -496,14 +517,15 @@ def main() -> None:
         import torch
         threads = f"{torch.get_num_threads()} threads"
         now = fingerprint() if args.stale or args.here else None
-        for spec in specs(args.suite, args.seeds, args.variants, args.variant_bits):
-            old = stored["records"].get(key(spec))
-            done = old is not None and is_current(old) and (now is None or holds(old, now))
-            if done and args.here:
-                done = (old.get("platform"), old.get("definition"), old.get("fingerprint")) == \
-                    (platform_id(), DEFINITION, now)
-            if spec["ref"] not in args.models or (done and not args.force):
-                continue
+        recorded = [r["spec"] for r in stored["records"].values()]
+        seeds = args.seeds or (sorted({r["seed"] for r in recorded}) if now else [0, 1, 2])
+        bits = args.variant_bits or (sorted({r["w_bits"] for r in recorded if r["suite"] == "variants"}) if now else [3])
+        wanted = [s for s in specs(args.suite, seeds, args.variants, bits) if s["ref"] in args.models]
+        todo = to_run(wanted, stored["records"], now, args.here, args.force)
+        if now is not None and (new := sum(key(s) not in stored["records"] for s in wanted)):
+            print(f"{new} of these settings have no record: --stale/--here rerun records only (run without them "
+                  "to add those)", flush=True)
+        for spec in todo:
             print(f"== {key(spec)}", flush=True)
             record = run(spec, threads)
             record["machine"] = machine()

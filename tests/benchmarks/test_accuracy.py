@@ -1,7 +1,7 @@
 """The preset choice and its test comparison, on records made by hand."""
 import pytest
 
-from benchmarks.accuracy import MODELS, PRESET_CANDIDATES, chosen_preset, key, preset_comparison
+from benchmarks.accuracy import MODELS, PRESET_CANDIDATES, chosen_preset, key, preset_comparison, specs, to_run
 from evolq_pl.models.reference import reference_model
 
 
@@ -37,3 +37,20 @@ def test_the_test_comparison_pairs_the_preset_with_the_paper_arm_of_its_own_suit
     out = preset_comparison(by_key(*rows), "embed")
     assert list(out) == [MODELS[0]] and out[MODELS[0]]["seeds"] == [7, 8, 9]
     assert out[MODELS[0]]["delta_mean"] == pytest.approx(1.3)  # +1.2, +1.3, +1.4
+
+
+def test_stale_reruns_recorded_settings_only():
+    """``--stale`` reran every setting its suites list, recorded or not: the command ``report --check`` printed
+    would have added preset-val seed 2 (16 runs no table cites). Now it reruns records only; a plain run adds."""
+    from benchmarks.fingerprint import DEFINITION, platform_id
+    wanted = specs(["hard"], [0])  # one setting per reference model
+    deit, levit = (next(s for s in wanted if s["ref"] == m) for m in ("deit_fmnist", "levit_fmnist"))
+    record = lambda spec, fp: {"spec": spec, "checkpoint_sha256": reference_model(spec["ref"])["sha256"],  # noqa: E731
+                               "platform": platform_id(), "definition": DEFINITION, "fingerprint": fp}
+    measured = {key(deit): record(deit, "old")}
+    assert to_run(wanted, measured, now="new") == [deit]  # stale, and levit has no record: not added
+    assert to_run(wanted, measured, now="old") == []  # holds
+    assert to_run(wanted, measured) == [levit]  # a plain run adds what has no record
+    assert to_run(wanted, measured, force=True) == wanted
+    other = {key(deit): {**record(deit, "old"), "platform": "another CPU", "command": "evolq-pl fit …"}}
+    assert to_run(wanted, other, now="old", here=True) == [deit]  # --here: measured elsewhere, rerun here
