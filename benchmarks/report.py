@@ -124,6 +124,7 @@ def _sections() -> dict[str, Callable[[], str | None]]:
         "search_speed": lambda: speed and mod("search_speed").section(speed),
         "calibration_memory": _with_before("calibration_memory", "calibration_memory"),
         "checkpoint_cost": _with_before("checkpoint_cost", "checkpoint_cost"),
+        "code_size": _with_before("code_size", "code_size"),
         "reference_parity": _with_before("reference_parity", "reference_parity"),
         "export": lambda: exp and mod("export").report(exp["records"], exp["machine"], exp.get("imagenet_sizes"),
                                                        exp.get("imagenet_sizes_machine")),
