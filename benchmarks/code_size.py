@@ -81,11 +81,11 @@ def section(data: dict[str, Any], before: dict[str, Any] | None = None) -> str:
     largest = sorted(data["files"].items(), key=lambda kv: -kv[1])[:5]
     then_commit = then.get("machine", {}).get("commit", "?")
     return "\n".join([
-        "### Code size of the top half (issue 25)", "",
+        "### Code size of the top half", "",
         f"`python -m benchmarks.code_size`: lines of code (imports, docstrings, comments and blank lines not counted) "
         f"of the package above the search (`lightning/`, `cli/`, `export/`, `report/`, root modules), at commit "
         f"`{data['machine']['commit']}`{' (uncommitted changes)' if data['machine'].get('dirty') else ''} and at "
-        f"`{then_commit}` (issue 25's audit). Target: ≤ 1,200.", "",
+        f"`{then_commit}` (the audit that set the target). Target: ≤ 1,200.", "",
         table(["area", f"`{then_commit}`", f"`{data['machine']['commit']}`"], rows), "",
         "Largest files now: " + ", ".join(f"`{f}` {n}" for f, n in largest) + ".",
     ])
