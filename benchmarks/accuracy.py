@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from benchmarks.fingerprint import DEFINITION, fingerprint, holds, platform_id
-from benchmarks.report import RESULTS, ROOT, machine, table, update_section, write_json
+from benchmarks.common import RESULTS, ROOT, machine, table, update_section, write_json
 from benchmarks.synthetic import fit_cli
 from evolq_pl.models.reference import reference_model
 from evolq_pl.report.stats import compare_runs, describe, verdict, with_holm

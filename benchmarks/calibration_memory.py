@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import torch
 
-from benchmarks.report import RESULTS, benchmark_parser, machine, machine_line, record, table
+from benchmarks.common import RESULTS, benchmark_parser, machine, machine_line, record, table
 from evolq_pl import QuantConfig, calibrate, create_quant_model, quant_disabled
 from evolq_pl.models.random_weights import randomize_
 

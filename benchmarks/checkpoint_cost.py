@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import benchmark_parser, machine, machine_line, record, table
+from benchmarks.common import benchmark_parser, machine, machine_line, record, table
 from benchmarks.synthetic import fit_cli, float_checkpoint, make_imagefolder
 
 DEIT_S = ["--config", "configs/imagenet/base.yaml", "--config", "configs/imagenet/deit_small_w4a8.yaml",

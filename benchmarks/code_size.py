@@ -18,7 +18,7 @@ import tokenize
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import ROOT, benchmark_parser, machine, record, table
+from benchmarks.common import ROOT, benchmark_parser, machine, record, table
 
 TOP_HALF = ("lightning", "cli", "export", "report")
 SKIPPED_TOKENS = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.report import ROOT, machine, write_json
+from benchmarks.common import ROOT, machine, write_json
 
 COMMAND = "python cli.py fit --config configs/demo.yaml"
 

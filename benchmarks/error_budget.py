@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from benchmarks.accuracy import is_current, load
-from benchmarks.report import machine, machine_line, table, update_section, write_json
+from benchmarks.common import machine, machine_line, table, update_section, write_json
 from evolq_pl import QuantConfig, calibrate, create_quant_model, quant_disabled
 from evolq_pl.lightning.fashion_mnist import FashionMNISTDataModule
 from evolq_pl.report.metrics import evaluate

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import torch
 
-from benchmarks.report import RESULTS, ROOT, machine, machine_line, table, update_section, write_json
+from benchmarks.common import RESULTS, ROOT, machine, machine_line, table, update_section, write_json
 from benchmarks.synthetic import float_checkpoint, make_imagefolder
 from evolq_pl.cli.restore import build
 from evolq_pl.export import load_safetensors

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from benchmarks.report import RESULTS
+from benchmarks.common import RESULTS
 from benchmarks.synthetic import make_imagefolder
 
 D = ["--config", "fmnist/deit", "--model.init_args.search.passes", "1", "--model.init_args.search.population", "4",

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import README_MD, RESULTS, replace_block, table, update_section, write_json
+from benchmarks.common import RESULTS, table, update_section, write_json
 
 
 
@@ -220,10 +220,6 @@ def _projected_readme_md(res: dict[str, Any]) -> str:
             + table(["model", "minutes", "peak GPU memory GiB (calibration)"], rows))
 
 
-def update_readme(markdown: str) -> None:
-    README_MD.write_text(replace_block(README_MD.read_text(), "gpu_times", markdown))
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="*", type=Path, help="benchmarks.gpu_check JSON files (none: keep the stored ones)")
@@ -241,8 +237,7 @@ def main() -> None:
         warm = json.loads(a.user_path_warm.read_text()) if a.user_path_warm else None
         res["user_path"] = user_path_record(json.loads(a.user_path.read_text()), warm, a.commit, a.date)
     write_json("gpu_check", res)
-    update_section("gpu")
-    update_readme(readme_md(res))
+    update_section("gpu")  # README's gpu_times block too (``readme_md``)
 
 
 if __name__ == "__main__":

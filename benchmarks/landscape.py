@@ -19,7 +19,7 @@ import argparse
 import statistics
 from typing import Any
 
-from benchmarks.report import RESULTS, machine, machine_line, table, update_section, write_json
+from benchmarks.common import RESULTS, machine, machine_line, table, update_section, write_json
 from evolq_pl.cli.landscape import prepare
 from evolq_pl.models.reference import reference_model
 from evolq_pl.search.evolution import paper_mutation_range

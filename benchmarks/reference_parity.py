@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.report import benchmark_parser, machine, machine_line, record, table
+from benchmarks.common import benchmark_parser, machine, machine_line, record, table
 from evolq_pl import QuantConfig, calibrate, create_quant_model
 from evolq_pl.models.factory import create_float_model
 from evolq_pl.quant import UniformQuantizer

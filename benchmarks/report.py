@@ -1,135 +1,56 @@
-"""Shared by the benchmark scripts: machine description and BENCHMARKS.md section updates."""
+"""BENCHMARKS.md, BENCHMARKS_HISTORY.md and README's generated blocks, written wholly from
+``benchmarks/results/*.json``; ``--check`` says whether the committed files and cited records are current.
+
+    python -m benchmarks.report            # rewrite them
+    python -m benchmarks.report --check    # exit 1 if a file differs or a cited record is stale
+
+The top of ``benchmarks/``: it imports every suite for its section; a suite that measured something asks for
+the rewrite through this command (``benchmarks.common.update_section``), never by importing it.
+"""
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib
-import json
-import os
-import platform
 import statistics
-import subprocess
-from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
+from benchmarks import (accuracy, calibration_memory, checkpoint_cost, code_size, error_budget, export, fingerprint,
+                        gpu_report, landscape, reference_parity, search_speed)
+from benchmarks.common import BENCHMARKS_MD, HISTORY_MD, README_MD, load, replace_block, table
+from evolq_pl.models.reference import reference_models
 from evolq_pl.report.stats import describe, verdict
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
-BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
-README_MD = ROOT / "README.md"
-
-
-def replace_block(text: str, name: str, markdown: str) -> str:
-    """``text`` with the block between ``<!-- name:start -->`` and ``<!-- name:end -->`` replaced."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    if start not in text or end not in text:
-        raise RuntimeError(f"no {start} … {end} block")
-    return text[: text.index(start)] + f"{start}\n{markdown.strip()}\n{end}" + text[text.index(end) + len(end):]
-
-
-def machine() -> dict[str, Any]:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    changed = subprocess.run(["git", "status", "--porcelain", "--", "evolq_pl", "configs", "benchmarks/*.py"],
-                             cwd=ROOT, capture_output=True, text=True)
-    return {"date": datetime.date.today().isoformat(), "commit": commit.stdout.strip() or "unknown",
-            "dirty": bool(changed.stdout.strip()) or changed.returncode != 0,  # code not in the commit measured
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-            "platform": importlib.import_module("benchmarks.fingerprint").platform_id()}
-
-
-def machine_line(m: dict[str, Any]) -> str:
-    return (f"Measured {m['date']} at commit `{m['commit']}` on {m['device']} ({m['cores']} cores, "
-            f"{m['torch_threads']} torch threads, torch {m['torch']}).")
-
-
-def write_json(name: str, data: dict[str, Any]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
-
-
-def update_section(name: str) -> None:
-    """After a benchmark wrote results/<name>.json: rewrite BENCHMARKS.md (and its history file) wholly from
-    the stored JSON, so that every section and the summary stay what ``python -m benchmarks.report`` writes."""
-    benchmarks, history = render_benchmarks()
-    if f"<!-- {name}:start -->" not in benchmarks:
-        raise RuntimeError(f"section {name!r} is not among benchmarks.report's sections")
-    BENCHMARKS_MD.write_text(benchmarks)
-    HISTORY_MD.write_text(history)
-    README_MD.write_text(render_readme())
-
-
-def table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
-    """A benchmark's argument parser with the options of ``record``: ``--out`` and ``--no-report``."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=None, help="write the JSON here (default: benchmarks/results)")
-    parser.add_argument("--no-report", action="store_true", help="do not update BENCHMARKS.md")
-    return parser
-
-
-def record(name: str, data: dict[str, Any], args: argparse.Namespace) -> None:
-    """Write ``data`` (to ``--out`` or results/<name>.json) and, unless ``--no-report``, BENCHMARKS.md (its
-    section shows results/<name>_before.json, the same measurement at an earlier commit, when present)."""
-    if args.out is not None:
-        args.out.write_text(json.dumps(data, indent=2) + "\n")
-    else:
-        write_json(name, data)
-    if not args.no_report and args.out is None:
-        update_section(name)
-
-
-# ----------------------------------------------------------------------------------------- BENCHMARKS.md
 HEADER = ("# Benchmarks\n\nWritten wholly by `python -m benchmarks.report` from `benchmarks/results/*.json` (each "
           "section names the script that measured it, its commit, machine and thread counts; the summary is "
           "generated from the same records). Records measured on earlier reference checkpoints are in "
           "BENCHMARKS_HISTORY.md.\n")
-HISTORY_MD = ROOT / "BENCHMARKS_HISTORY.md"
 
 
-def _load(name: str) -> dict[str, Any] | None:
-    path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _with_before(module: str, name: str) -> Callable[[], str | None]:
+def _with_before(suite: Any, name: str) -> Callable[[], str | None]:
+    """``suite.section`` of results/<name>.json beside results/<name>_before.json (the same measurement at an
+    earlier commit), when measured."""
     def render() -> str | None:
-        data = _load(name)
-        if data is None:
-            return None
-        return importlib.import_module(f"benchmarks.{module}").section(data, _load(f"{name}_before"))
+        data = load(name)
+        return None if data is None else suite.section(data, load(f"{name}_before"))
     return render
 
 
 def _sections() -> dict[str, Callable[[], str | None]]:
     """Section name → its markdown from the stored JSON (None: never measured), in BENCHMARKS.md order."""
-    mod = lambda name: importlib.import_module(f"benchmarks.{name}")  # noqa: E731 (they import this module)
-    acc, speed, land, exp, budget, gpu = (_load(n) for n in ("accuracy", "search_speed", "landscape", "export",
+    acc, speed, land, exp, budget, gpu = (load(n) for n in ("accuracy", "search_speed", "landscape", "export",
                                                               "error_budget", "gpu_check"))
     return {
         "summary": summary,
-        "accuracy": lambda: acc and mod("accuracy").report(acc["records"]),
-        "error_budget": lambda: budget and mod("error_budget").report(budget["records"], budget["machine"]),
-        "search_speed": lambda: speed and mod("search_speed").section(speed),
-        "calibration_memory": _with_before("calibration_memory", "calibration_memory"),
-        "checkpoint_cost": _with_before("checkpoint_cost", "checkpoint_cost"),
-        "code_size": _with_before("code_size", "code_size"),
-        "reference_parity": _with_before("reference_parity", "reference_parity"),
-        "export": lambda: exp and mod("export").report(exp["records"], exp["machine"], exp.get("imagenet_sizes"),
+        "accuracy": lambda: acc and accuracy.report(acc["records"]),
+        "error_budget": lambda: budget and error_budget.report(budget["records"], budget["machine"]),
+        "search_speed": lambda: speed and search_speed.section(speed),
+        "calibration_memory": _with_before(calibration_memory, "calibration_memory"),
+        "checkpoint_cost": _with_before(checkpoint_cost, "checkpoint_cost"),
+        "code_size": _with_before(code_size, "code_size"),
+        "reference_parity": _with_before(reference_parity, "reference_parity"),
+        "export": lambda: exp and export.report(exp["records"], exp["machine"], exp.get("imagenet_sizes"),
                                                        exp.get("imagenet_sizes_machine")),
-        "landscape": lambda: land and mod("landscape").section(land),
-        "gpu": lambda: gpu and mod("gpu_report").benchmarks_md(gpu, gpu["commit"], gpu.get("date", "?")),
+        "landscape": lambda: land and landscape.section(land),
+        "gpu": lambda: gpu and gpu_report.benchmarks_md(gpu, gpu["commit"], gpu.get("date", "?")),
     }
 
 
@@ -140,18 +61,17 @@ def render_benchmarks() -> tuple[str, str]:
         md = render()
         if md:
             blocks.append(f"<!-- {name}:start -->\n{md.strip()}\n<!-- {name}:end -->\n")
-    acc = _load("accuracy")
+    acc = load("accuracy")
     history = "# Benchmark history\n\nWritten by `python -m benchmarks.report`.\n\n"
     if acc is not None:
-        history += importlib.import_module("benchmarks.accuracy").history(acc["records"], acc.get("superseded", []))
-    fixed = _load("landscape_fixed_radius")
+        history += accuracy.history(acc["records"], acc.get("superseded", []))
+    fixed = load("landscape_fixed_radius")
     if fixed is not None:
-        history += "\n" + importlib.import_module("benchmarks.landscape").history(fixed)
+        history += "\n" + landscape.history(fixed)
     return "\n".join(blocks), history.strip() + "\n"
 
 
 def _accuracy_summary(records: dict[str, dict[str, Any]]) -> list[str]:
-    accuracy = importlib.import_module("benchmarks.accuracy")
     current = [r for r in records.values() if accuracy.is_current(r)]
     lines = ["", "**Does the paper's search beat the calibrated init?** Top-1 on the 10,000 test images, Evol-Q − "
              "init paired over seeds: mean [95 % t interval] and, where every run stored per-image correctness, "
@@ -170,7 +90,6 @@ def _accuracy_summary(records: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _preset_summary(records: dict[str, dict[str, Any]]) -> list[str]:
-    accuracy = importlib.import_module("benchmarks.accuracy")
     try:
         choice = accuracy.chosen_preset(records)
     except ValueError:
@@ -178,20 +97,35 @@ def _preset_summary(records: dict[str, dict[str, Any]]) -> list[str]:
     name = choice["preset"]
     tests = accuracy.preset_comparison(records, name)
     found = "; ".join(f"{ref} W3A8 Δ {describe(p)} ({p['n_seeds']} seeds): {verdict(p)}" for ref, p in tests.items())
+    seeds = ", ".join(sorted({str(s) for p in tests.values() for s in p["seeds"]}, key=int)) or "none yet"
     return ["", f"**A preset beyond the paper** (`configs/presets/beyond_paper.yaml`: {name}, "
             f"`{accuracy.VARIANTS[name]}`), chosen on the validation split among {len(accuracy.PRESET_CANDIDATES)} "
             f"candidates (mean Δ {choice['val_delta_mean'][name]['delta_mean']:+.2f} over the paper's search there), "
-            f"then against the paper's search on test on fresh seeds, both run at one commit, paired by seed "
-            f"(Holm over the two models): " + (found or "not measured on test yet") + "."]
+            f"then against the paper's search on test on seeds no suite had run before ({seeds}), each seed's two "
+            f"arms by one command at one commit, paired by seed (Holm over the two models): "
+            + (found or "not measured on test yet") + "."]
 
 
 def render_readme() -> str:
-    """README.md with its headline block (the accuracy verdicts and the demo) regenerated."""
-    acc, demo = _load("accuracy"), _load("demo")
+    """README.md with its generated blocks regenerated: the headline (the accuracy verdicts and the demo), the
+    GPU run times and the shipped reference models."""
+    acc, demo, gpu = load("accuracy"), load("demo"), load("gpu_check")
     lines = _accuracy_summary(acc["records"])[1:] if acc is not None else ["Accuracy: not measured."]
     if demo is not None:
         lines += ["", _demo_line(demo)]
-    return replace_block(README_MD.read_text(), "headline", "\n".join(lines))
+    text = replace_block(README_MD.read_text(), "headline", "\n".join(lines))
+    text = replace_block(text, "gpu_times", gpu_report.readme_md(gpu) if gpu is not None else "GPU: not measured.")
+    return replace_block(text, "reference_models", _reference_models_table())
+
+
+def _reference_models_table() -> str:
+    """The shipped reference classifiers as ``manifest.json`` (written by ``benchmarks/export_reference.py``)
+    records them."""
+    shown = lambda v: "/".join(map(str, v)) if isinstance(v, list) else v  # noqa: E731
+    rows = [[name, f"timm `{m['model_name']}`: " + ", ".join(f"{k} {shown(v)}" for k, v in m["model_kwargs"].items()),
+             f"`evolq_pl/reference_models/{m['file']}`", f"`{m['sha256']}`", f"{m['top1_test']:.2f} %"]
+            for name, m in sorted(reference_models().items())]
+    return table(["name", "architecture", "file", "sha256", "float test top-1"], rows)
 
 
 def _demo_line(demo: dict[str, Any]) -> str:
@@ -205,10 +139,10 @@ def _demo_line(demo: dict[str, Any]) -> str:
 def summary() -> str:
     """The summary, generated from the records (every figure is in a section below)."""
     lines = ["## Summary", "", "Every figure below is generated from the sections that follow."]
-    acc = _load("accuracy")
+    acc = load("accuracy")
     if acc is not None:
         lines += _accuracy_summary(acc["records"])
-    budget = _load("error_budget")
+    budget = load("error_budget")
     if budget is not None:
         parts = []
         for name in sorted({r["model"] for r in budget["records"]}):
@@ -221,7 +155,7 @@ def summary() -> str:
                              f"search space) back to float {searched:+.2f}, stem / patch embed {embed_g:+.2f}")
         lines += ["", "Error budget (one group of quantizers back to float at a time, so the groups do not add "
                   "up):", "", *(f"- {p}." for p in parts)]
-    speed = _load("search_speed")
+    speed = load("search_speed")
     if speed is not None:
         threads = sorted(speed["quant_over_float"], key=int)
         per = lambda key, fmt: " / ".join(fmt.format(speed[key][t]) for t in threads)  # noqa: E731
@@ -232,23 +166,22 @@ def summary() -> str:
                   f"{per('compiled_search_speedup', '{:.2f}×')} compiled (its cold compile, "
                   f"{per('compile_seconds', '{:.0f} s')}, included); every search ends on the same scales: "
                   f"{all(speed['same_final_scales'].values())}."]
-    land = _load("landscape")
+    land = load("landscape")
     if land is not None:
-        landscape = importlib.import_module("benchmarks.landscape")
         claims = [c for family in landscape.FAMILIES for c in landscape.bit_claims(land["records"], family)]
         lines += ["", "Loss landscape (radius tied to the bit width, " f"{land['args']['directions']} directions):",
                   "", *(f"- {c}." for c in claims)]
-    mem = _load("calibration_memory")
+    mem = load("calibration_memory")
     if mem is not None:
         live = f"; live tensor bytes {mem['live_calib_over_forward']:.2f}×" if "live_calib_over_forward" in mem else ""
         lines += ["", f"Calibration memory ({mem['model']}, {mem['batches']} batches of {mem['batch']}): peak "
                   f"{mem['measure'].replace('_', ' ')} {mem['calib_over_forward']:.2f}× a float forward{live}."]
-    parity = _load("reference_parity")
+    parity = load("reference_parity")
     if parity is not None:
         equal = [name for name, r in parity.items() if r["logits_bitwise_equal"]]
         lines += ["", f"Parity with the published code: logits bit for bit equal on {', '.join(equal) or 'none'} "
                   f"(of {len(parity)} models checked)."]
-    exp = _load("export")
+    exp = load("export")
     if exp is not None:
         rs = exp["records"]
         lines += ["", "Export of searched checkpoints: onnxruntime argmax agreement with PyTorch "
@@ -259,10 +192,10 @@ def summary() -> str:
                   + ", ".join(f"{r['model']} W{r['w_bits']} {r['onnx_bytes'] / r['float_bytes']:.2f}×"
                               for r in rs + exp.get("imagenet_sizes", []))
                   + "."]
-    gpu = _load("gpu_check")
+    gpu = load("gpu_check")
     lines += ["", f"GPU: measured {gpu.get('date', '?')} at `{gpu['commit']}` on {gpu['environment']['device']} "
               "(section below)." if gpu is not None else "GPU: not measured."]
-    demo = _load("demo")
+    demo = load("demo")
     if demo is not None:
         lines += ["", _demo_line(demo)]
     return "\n".join(lines)
@@ -271,14 +204,12 @@ def summary() -> str:
 def stale_records(current: str | None = None) -> str | None:
     """Why the cited accuracy records do not hold for the working tree (None: every one does): records that
     ``benchmarks.fingerprint.holds`` refuses (measured by code of another fingerprint)."""
-    acc = _load("accuracy")
+    acc = load("accuracy")
     if acc is None:
         return None
-    accuracy = importlib.import_module("benchmarks.accuracy")
-    fp = importlib.import_module("benchmarks.fingerprint")
     if current is None:
-        current = fp.fingerprint()
-    refused = [r for r in acc["records"].values() if accuracy.is_current(r) and not fp.holds(r, current)]
+        current = fingerprint.fingerprint()
+    refused = [r for r in acc["records"].values() if accuracy.is_current(r) and not fingerprint.holds(r, current)]
     if not refused:
         return None
     stale: dict[str, set[str]] = {}
@@ -286,14 +217,28 @@ def stale_records(current: str | None = None) -> str | None:
         stale.setdefault(r["spec"]["suite"], set()).add(r.get("machine", {}).get("commit", "?"))
     where = "; ".join(f"{suite} (measured at {', '.join(sorted(c))})" for suite, c in sorted(stale.items()))
     return (f"{len(refused)} cited accuracy records were measured by code that computes other bits than the "
-            f"working tree ({current} on {fp.platform_id()}): {where}; rerun them: "
+            f"working tree ({current} on {fingerprint.platform_id()}): {where}; rerun them: "
             f"python -m benchmarks.accuracy --suite "
             f"{' '.join(sorted(stale))} --stale")
 
 
+def write_all(section: str | None = None) -> None:
+    """Rewrite BENCHMARKS.md, BENCHMARKS_HISTORY.md and README's generated blocks; ``section``: the one a benchmark
+    just measured, which must be among them."""
+    benchmarks, history = render_benchmarks()
+    if section is not None and f"<!-- {section}:start -->" not in benchmarks:
+        raise SystemExit(f"--section={section!r}: not among the sections of BENCHMARKS.md "
+                         f"({', '.join(_sections())})")
+    BENCHMARKS_MD.write_text(benchmarks)
+    HISTORY_MD.write_text(history)
+    README_MD.write_text(render_readme())
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Rewrite BENCHMARKS.md and BENCHMARKS_HISTORY.md from the stored JSON.")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the files differ from the regenerated ones")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="exit 1 if the files differ from the regenerated ones "
+                        "or a cited accuracy record does not hold for the working tree")
+    parser.add_argument("--section", help="the section a benchmark just measured (refused when unknown)")
     args = parser.parse_args()
     if args.check:
         benchmarks, history = render_benchmarks()
@@ -304,8 +249,8 @@ def main() -> None:
         if problem := stale_records():
             raise SystemExit(problem)
         return
-    update_section("summary")
-    print(f"wrote {BENCHMARKS_MD.name}, {HISTORY_MD.name} and README.md's headline block")
+    write_all(args.section)
+    print(f"wrote {BENCHMARKS_MD.name}, {HISTORY_MD.name} and README.md's generated blocks")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import torch
 
-from benchmarks.report import machine, machine_line, table, update_section, write_json
+from benchmarks.common import machine, machine_line, table, update_section, write_json
 from evolq_pl import QuantConfig, calibrate, create_quant_model, search_units
 from evolq_pl.models.factory import create_float_model
 from evolq_pl.search import FitnessEvaluator, SearchConfig, SearchDriver

@@ -68,6 +68,20 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def dynamic_import(call: ast.Call) -> tuple[str, bool] | None:
+    """``importlib.import_module("a.b")`` → ("a.b", True); ``import_module(f"a.{x}")`` → ("a.", False): every module
+    under the prefix counts as imported; None for any other call (or a name not written in the call)."""
+    func = call.func
+    if (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)) != "import_module" or not call.args:
+        return None
+    arg = call.args[0]
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return arg.value, True
+    if isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+        return arg.values[0].value, False
+    return None
+
+
 def import_graph(files: list[Path]) -> dict[str, set[str]]:
     """Module → the modules of ``files`` it imports (``from a.b import c`` counts as a.b.c where that is a module,
     else a.b); every import statement counts, wherever it stands."""
@@ -89,6 +103,9 @@ def import_graph(files: list[Path]) -> dict[str, set[str]]:
                 base = package.rsplit(".", node.level - 1)[0] if node.level else ""
                 module = f"{base}.{node.module}".strip(".") if node.module else base
                 targets |= {owner(f"{module}.{a.name}") for a in node.names}  # a submodule, else the module
+            elif isinstance(node, ast.Call) and dynamic_import(node) is not None:
+                prefix, exact = dynamic_import(node)
+                targets |= {owner(prefix)} if exact else {m for m in names if m.startswith(prefix)}
         graph[name] = targets - {"", name}
     return graph
 
@@ -143,6 +160,21 @@ def test_the_circle_check_sees_type_checking_and_function_imports(tmp_path, monk
     (pkg / "a" / "y.py").write_text("def f():\n    from evolq_pl.a import x\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", pkg)
     assert cycles(import_graph(sorted(pkg.rglob("*.py")))) == [["evolq_pl.a.x", "evolq_pl.a.y"]]
+
+
+def test_the_circle_check_sees_imports_by_name(tmp_path, monkeypatch):
+    """``importlib.import_module`` of a written name (or an f-string's fixed prefix: every module under it) is an
+    import like any other: benchmarks/report.py once hid a circle that way."""
+    pkg = tmp_path / "evolq_pl"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "x.py").write_text("import importlib\ndef f(n):\n    return importlib.import_module(f'evolq_pl.{n}')\n")
+    (pkg / "y.py").write_text("import evolq_pl.x\n")
+    (pkg / "z.py").write_text("from importlib import import_module\ndef g():\n    import_module('evolq_pl.x')\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", pkg)
+    graph = import_graph(sorted(pkg.rglob("*.py")))
+    assert graph["evolq_pl.z"] == {"evolq_pl.x"}
+    assert cycles(graph) == [["evolq_pl.x", "evolq_pl.y", "evolq_pl.z"]]
 
 
 @pytest.mark.parametrize("name", ["io.py", "errors.py"])

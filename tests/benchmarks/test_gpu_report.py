@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from benchmarks.gpu_report import benchmarks_md, merge, user_path_md, user_path_record
-from benchmarks.report import ROOT
+from benchmarks.common import ROOT
 
 
 def run(models: dict, sections: dict | None = None) -> dict:

@@ -1,6 +1,7 @@
 """BENCHMARKS.md and BENCHMARKS_HISTORY.md are exactly what `python -m benchmarks.report` writes from the
 committed JSON records (nothing hand-written, nothing stale)."""
-from benchmarks.report import BENCHMARKS_MD, HISTORY_MD, README_MD, render_benchmarks, render_readme
+from benchmarks.common import BENCHMARKS_MD, HISTORY_MD, README_MD
+from benchmarks.report import render_benchmarks, render_readme
 
 
 def test_benchmarks_md_is_regenerated_identically_from_the_json():
@@ -34,7 +35,7 @@ def test_check_refuses_records_of_other_code(monkeypatch):
 
     records = [rec("main", 0, "aaaa", "c1"), rec("main", 1, "zzzz", "c3", "another CPU"),
                rec("main", 3, "yyyy", "c3", what="older definition")]
-    monkeypatch.setattr(report, "_load", lambda name: {"records": {r["key"]: r for r in records}})
+    monkeypatch.setattr(report, "load", lambda name: {"records": {r["key"]: r for r in records}})
     assert report.stale_records("aaaa") is None
     records += [rec("main", 2, "bbbb", "c1"),  # measured here by other code (its commit is not what decides)
                 rec("main", 4, "zzzz", "c4", "another CPU"), rec("preset-test", 7, "zzzz", "c2", None),
