@@ -15,14 +15,6 @@ class UsageError(EvolQError):
 PASSED_ON = ("--model", "--data", "--trainer", "--seed_everything")
 
 
-def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
-    """``[own args] -- [args passed on to cli.py fit]`` → (own, passed on)."""
-    if "--" not in argv:
-        return list(argv), []
-    i = argv.index("--")
-    return list(argv[:i]), list(argv[i + 1:])
-
-
 def flag(value: str) -> bool:
     """``--overwrite``, ``--overwrite true`` and ``--overwrite false`` alike (fit's style)."""
     if value.lower() not in ("true", "false"):
@@ -56,7 +48,9 @@ def command_parser(name: str, doc: str | None, argv: list[str] | None
                    ) -> tuple[CommandParser, list[str], list[str]]:
     """Parser for ``evolq-pl <name>`` with the shared ``--config`` (repeatable) option, and the command's own
     arguments split from those after ``--``: (parser, own, passed on)."""
-    own, extra = split_passthrough(sys.argv[2:] if argv is None else argv)
+    argv = list(sys.argv[2:] if argv is None else argv)
+    i = argv.index("--") if "--" in argv else len(argv)  # ``[own args] -- [args passed on to fit]``
+    own, extra = argv[:i], argv[i + 1:]
     parser = CommandParser(prog=f"evolq-pl {name}", description=doc, allow_abbrev=False,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", required=True)

@@ -84,9 +84,7 @@ def last_checkpoint(run_dir: Path) -> Path | None:
 def seed_command(configs: list[str], seed: int, out: Path, extra: list[str]) -> list[str]:
     """The child ``fit`` of one seed, through the package (works from any install), resuming if it can."""
     run_dir = seed_dir(out, seed)
-    cmd = [sys.executable, "-m", "evolq_pl", "fit"]
-    for c in configs:
-        cmd += ["--config", c]
+    cmd = [sys.executable, "-m", "evolq_pl", "fit", *(a for c in configs for a in ("--config", c))]
     cmd += ["--model.init_args.search.seed", str(seed), "--data.init_args.seed", str(seed),
             "--seed_everything", str(seed), "--run_dir", str(run_dir), *extra]
     ckpt = last_checkpoint(run_dir) if not finished(out, seed) else None

@@ -20,8 +20,7 @@ class ScheduleDataset(IterableDataset):
         return len(self.steps)
 
     def __iter__(self):
-        for i, (pass_idx, unit) in enumerate(self.steps):
-            yield i, pass_idx, unit
+        return ((i, pass_idx, unit) for i, (pass_idx, unit) in enumerate(self.steps))
 
 
 class EvolQDataModule(L.LightningDataModule):

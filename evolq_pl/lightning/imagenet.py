@@ -100,7 +100,6 @@ class HFImages(Dataset):
         row = self.ds[int(i)]
         image = row[self.image_column]
         if isinstance(image, (str, Path)):
-            from PIL import Image
             image = Image.open(image)
         return self.transform(image.convert("RGB")), int(row[self.label_column])
 
@@ -173,8 +172,7 @@ class ImageNetDataModule(EvolQDataModule):
             if missing:
                 raise DataError(f"dataset {hf_dataset!r} has no column(s) {missing}; columns: {train.column_names}")
             self.num_classes = getattr(train.features[label_column], "num_classes", None)  # a ClassLabel's
-            self.train = HFImages(train, tf, image_column, label_column)
-            self.val = HFImages(val, tf, image_column, label_column)
+            self.train, self.val = (HFImages(split, tf, image_column, label_column) for split in (train, val))
         val_idx, rest = validation_split(len(self.train), val_size)
         # raises naming the sizes when calib_size + holdout_size > the train images outside the validation split
         calib_idx, holdout_idx = seeded_split(len(rest), calib_size, holdout_size, seed)

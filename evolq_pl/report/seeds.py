@@ -95,15 +95,10 @@ def legacy_fingerprint(configs: list[str], extra: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def recorded(marker: Path) -> dict[str, Any]:
-    """A seed folder's run.json (what ``mark`` wrote)."""
-    return json_object(marker, f"delete {marker.parent} to rerun that seed")
-
-
 def refuse_other_settings(marker: Path, out: Path, configs: list[str], extra: list[str],
                           settings: dict[str, Any]) -> None:
     """A seed folder whose run.json records other settings is refused, naming the first settings that differ."""
-    stored = recorded(marker)
+    stored = json_object(marker, f"delete {marker.parent} to rerun that seed")  # what ``mark`` wrote
     if "settings" in stored:
         differ = differences(stored["settings"], settings)
     else:  # written before settings were compared by value: the arguments as given
@@ -165,11 +160,6 @@ def summary_rows(runs: dict[int, dict[str, Any]], seeds: list[int]) -> list[dict
     return rows
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]], seeds: list[int]) -> None:
-    """summary.csv: every digit of each row (summary.md rounds), for a spreadsheet or a later script."""
-    write_csv_atomic(path, rows, ["metric", "mean", "std", *(f"seed{s}" for s in seeds)])
-
-
 def paired_line(p: dict[str, Any] | None) -> str:
     """The sentence on Evol-Q − init: interval, McNemar counts where stored, and whether a gain is claimed."""
     if p is None:
@@ -199,7 +189,8 @@ def summarise(out: Path, seeds: list[int]) -> dict[str, Any]:
     """Read ``<out>/seed<k>/results.json``; write summary.md / summary.csv with mean ± std (ddof = 1)."""
     runs = load_runs(out, seeds)
     rows = summary_rows(runs, seeds)
-    write_csv(out / "summary.csv", rows, seeds)
+    # summary.csv: every digit of each row (summary.md rounds), for a spreadsheet or a later script
+    write_csv_atomic(out / "summary.csv", rows, ["metric", "mean", "std", *(f"seed{s}" for s in seeds)])
     paired = compare_runs([runs[s] for s in seeds])
     files = [seed_dir(out, s) / "results.json" for s in seeds]
     write_text_atomic(out / "summary.md", summary_markdown(label(runs[seeds[0]]), rows, seeds, paired, files))
