@@ -1,5 +1,7 @@
 """BENCHMARKS.md and BENCHMARKS_HISTORY.md are exactly what `python -m benchmarks.report` writes from the
 committed JSON records (nothing hand-written, nothing stale)."""
+import pytest
+
 from benchmarks.common import BENCHMARKS_MD, HISTORY_MD, README_MD
 from benchmarks.report import render_benchmarks, render_readme
 
@@ -45,3 +47,12 @@ def test_check_refuses_records_of_other_code(monkeypatch):
     problem = report.stale_records("aaaa")
     assert problem.startswith("6 cited accuracy records were measured by code that computes other bits")
     assert "main (measured at c1, c3, c4, c5); preset-test (measured at c2)" in problem
+
+
+def test_a_section_no_one_renders_is_refused_before_anything_is_written(monkeypatch):
+    import benchmarks.report as report
+    before = {p: p.read_text() for p in (BENCHMARKS_MD, HISTORY_MD, README_MD)}
+    monkeypatch.setattr("sys.argv", ["report", "--section", "no_such_section"])
+    with pytest.raises(SystemExit, match="--section='no_such_section': not among the sections of BENCHMARKS.md"):
+        report.main()
+    assert {p: p.read_text() for p in before} == before
