@@ -517,7 +517,8 @@ def main() -> None:
         import torch
         threads = f"{torch.get_num_threads()} threads"
         now = fingerprint() if args.stale or args.here else None
-        recorded = [r["spec"] for r in stored["records"].values()]
+        # the seeds and widths the chosen suites recorded (another suite's would add settings no table cites)
+        recorded = [r["spec"] for r in stored["records"].values() if r["spec"]["suite"] in args.suite]
         seeds = args.seeds or (sorted({r["seed"] for r in recorded}) if now else [0, 1, 2])
         bits = args.variant_bits or (sorted({r["w_bits"] for r in recorded if r["suite"] == "variants"}) if now else [3])
         wanted = [s for s in specs(args.suite, seeds, args.variants, bits) if s["ref"] in args.models]

@@ -96,8 +96,9 @@ def main() -> None:
     parser.add_argument("--commit", help="measure this commit's package instead of the working tree's")
     args = parser.parse_args()
     data = measure(ROOT / "evolq_pl") if args.commit is None else measure_commit(args.commit)
+    here = machine() if args.commit is None else {}
     data["machine"] = {"commit": args.commit, "dirty": False} if args.commit else \
-        {k: machine()[k] for k in ("date", "commit", "dirty")}
+        {k: here[k] for k in ("date", "commit", "dirty")}
     print(section(data))
     record("code_size", data, args)
 
